@@ -1,0 +1,3 @@
+"""mlx-openai-server-hub: many MLX models behind one OpenAI-compatible port."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,257 @@
+"""The hub process: one aiohttp app on one port, and its start and shutdown.
+
+`serve()` is the foreground entry point (`mlx-openai-server-hub serve`):
+load hub.yaml, end workers a killed predecessor left behind, listen, start
+the default models, then wait for SIGTERM/SIGINT or `/hub/shutdown` and shut
+down gracefully (requests in flight finish, then every worker is stopped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import attrs
+from aiohttp import web
+
+from .auth import (
+    OPEN_PATHS,
+    OPEN_PREFIXES,
+    SAFE_METHODS,
+    Auth,
+    bearer_of,
+    load_or_create_token,
+    local_names,
+)
+from .config import HubConfig, load_config
+from .control_api import SHUTDOWN_EVENT_KEY, setup_control_api
+from .dashboard import setup_dashboard
+from .errors import HubError, error_response
+from .keys import AUTH_KEY, SUPERVISOR_KEY
+from .logs import LogFiles, setup_hub_logging
+from .proxy import MAX_BODY_BYTES, setup_proxy
+from .runtime_state import (
+    RuntimeState,
+    WorkerRecord,
+    hub_alive,
+    read_runtime,
+    reap_leftover_workers,
+    remove_runtime,
+    write_runtime,
+)
+from .supervisor import Supervisor
+
+logger = logging.getLogger("mlx_hub")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+# --------------------------------------------------------------- middlewares
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error leaves as an OpenAI envelope; the hub keeps running."""
+    try:
+        return await handler(request)
+    except HubError as exc:
+        return exc.response()
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(exc.reason if exc.text is None else _http_text(exc), exc.status)
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        logger.exception("Unhandled error on %s %s", request.method, request.path)
+        return error_response("Internal server error", 500, "internal_error")
+
+
+def _http_text(exc: web.HTTPException) -> str:
+    text = exc.text or exc.reason
+    return text.removeprefix(f"{exc.status}: ")
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Host check for everyone; token or page session for /hub; API keys for /v1."""
+    auth = request.app[AUTH_KEY]
+    path = request.path
+    if path == "/health":
+        return await handler(request)
+    if not auth.host_allowed(request):
+        return error_response(
+            f"Host '{request.headers.get('Host', '')}' is not a name of this hub", 403
+        )
+    if path == "/hub" or path.startswith("/hub/"):
+        refusal = _control_refusal(auth, request)
+        if refusal is not None:
+            return refusal
+    elif path.startswith("/v1/") and not auth.check_api_key(bearer_of(request)):
+        return error_response("Invalid or missing API key (Authorization: Bearer <key>)", 401)
+    return await handler(request)
+
+
+def _control_refusal(auth: Auth, request: web.Request) -> web.Response | None:
+    path = request.path
+    open_page = path == "/hub" and request.method in SAFE_METHODS
+    if open_page or path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
+        return None
+    token = bearer_of(request)
+    if token is not None:
+        if auth.check_token(token):
+            return None
+        return error_response("Invalid hub token", 401, "authentication_error")
+    if auth.has_session(request):
+        if request.method in SAFE_METHODS or auth.same_origin(request):
+            return None
+        return error_response("Cross-origin request refused", 403)
+    return error_response(
+        "Missing hub token: send 'Authorization: Bearer <token>' (the token is in hub.token "
+        "beside hub.yaml, or MLX_HUB_TOKEN)",
+        401,
+        "authentication_error",
+    )
+
+
+# ----------------------------------------------------------------- the app
+
+
+def build_app(supervisor: Supervisor, auth: Auth) -> web.Application:
+    """The aiohttp application serving everything on the hub's port."""
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware], client_max_size=MAX_BODY_BYTES
+    )
+    app[SUPERVISOR_KEY] = supervisor
+    app[AUTH_KEY] = auth
+    app[SHUTDOWN_EVENT_KEY] = asyncio.Event()
+    setup_control_api(app)
+    setup_proxy(app)
+    setup_dashboard(app)
+    return app
+
+
+class RuntimeFile:
+    """Keeps hub_runtime.json current, writing off the event loop."""
+
+    def __init__(self, path: Path, state: RuntimeState) -> None:
+        self.path = path
+        self.state = state
+        self._dirty = asyncio.Event()
+        self._dirty.set()
+
+    def update(self, workers: dict[str, WorkerRecord]) -> None:
+        """Record the current workers (written soon after)."""
+        self.state.workers = workers
+        self._dirty.set()
+
+    async def run(self) -> None:
+        """Write the file whenever it changed, until cancelled."""
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            snapshot = attrs.evolve(self.state, workers=dict(self.state.workers))
+            try:
+                await asyncio.to_thread(write_runtime, self.path, snapshot)
+            except OSError as exc:
+                logger.warning("Cannot write %s: %s", self.path, exc)
+
+
+def serve(config_path: Path, *, log_to_stderr: bool = True) -> int:
+    """Run the hub in the foreground until it is stopped; return the exit code.
+
+    Raises ConfigError for a bad hub.yaml before anything starts.
+    """
+    config = load_config(config_path)
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        return uvloop.run(_serve(config, log_to_stderr))
+    return asyncio.run(_serve(config, log_to_stderr))
+
+
+async def _serve(config: HubConfig, log_to_stderr: bool) -> int:
+    log_files = LogFiles()
+    try:
+        return await _run_hub(config, log_files, log_to_stderr)
+    finally:
+        log_files.close()
+
+
+async def _run_hub(config: HubConfig, log_files: LogFiles, log_to_stderr: bool) -> int:
+    with contextlib.suppress(OSError):
+        config.log_path.mkdir(parents=True, exist_ok=True)
+    setup_hub_logging(config.log_level, log_files, config.log_path, log_to_stderr)
+    logger.info(
+        "Loaded hub config from %s with %d model(s) and %d group(s)",
+        config.source_path,
+        len(config.models),
+        len(config.groups),
+    )
+    if not _clear_previous_run(config):
+        return 1
+    auth = Auth(load_or_create_token(config.token_path), config.api_keys, local_names(config.host))
+    runtime = RuntimeFile(config.runtime_path, RuntimeState(os.getpid(), config.host, config.port))
+    supervisor = Supervisor(config, log_files, on_workers_changed=runtime.update)
+    await supervisor.open()
+    app = build_app(supervisor, auth)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    await runner.setup()
+    writer = asyncio.create_task(runtime.run(), name="runtime-file-writer")
+    try:
+        try:
+            await web.TCPSite(runner, config.host, config.port, reuse_address=True).start()
+        except OSError as exc:
+            logger.error("Cannot listen on %s:%d (hub port): %s", config.host, config.port, exc)
+            return 1
+        logger.info("Hub listening on http://%s:%d", config.host, config.port)
+        supervisor.start_defaults()
+        await _wait_for_stop(app[SHUTDOWN_EVENT_KEY], supervisor)
+        logger.info("Hub daemon shutting down")
+        await supervisor.shutdown(config.shutdown_grace)
+        return 0
+    finally:
+        await supervisor.shutdown(0)
+        await runner.cleanup()
+        writer.cancel()
+        await asyncio.gather(writer, return_exceptions=True)
+        remove_runtime(config.runtime_path, os.getpid())
+        logger.info("Hub stopped")
+
+
+def _clear_previous_run(config: HubConfig) -> bool:
+    """Refuse to run twice; end the workers a killed predecessor left behind."""
+    previous = read_runtime(config.runtime_path)
+    if previous is None:
+        return True
+    if hub_alive(previous):
+        logger.error(
+            "Another hub is already running (pid %d, port %d); see %s",
+            previous.pid,
+            previous.port,
+            config.runtime_path,
+        )
+        return False
+    for leftover in reap_leftover_workers(previous):
+        logger.warning("Ended a worker left behind by a previous hub run: %s", leftover)
+    return True
+
+
+async def _wait_for_stop(stop: asyncio.Event, supervisor: Supervisor) -> None:
+    """Wait for SIGTERM, SIGINT or /hub/shutdown. A second signal kills workers at once."""
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            logger.warning("Second signal: killing workers now")
+            supervisor.kill_all_now()
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    await stop.wait()

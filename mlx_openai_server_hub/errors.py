@@ -1,0 +1,57 @@
+"""OpenAI-style error envelopes and the exceptions that become them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+# HTTP status → OpenAI error `type`, for statuses we raise ourselves.
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    408: "timeout_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def error_type_for(status: int) -> str:
+    """The OpenAI error type the hub uses for an HTTP status."""
+    if status in _TYPES:
+        return _TYPES[status]
+    return "service_unavailable" if status >= 500 else "invalid_request_error"
+
+
+def error_body(message: str, status: int, error_type: str | None = None) -> dict[str, Any]:
+    """`{"error": {"message", "type", "param", "code"}}` as the reference sends it."""
+    return {
+        "error": {
+            "message": message,
+            "type": error_type or error_type_for(status),
+            "param": None,
+            "code": str(status),
+        }
+    }
+
+
+def error_response(message: str, status: int, error_type: str | None = None) -> web.Response:
+    """An aiohttp JSON response carrying the OpenAI error envelope."""
+    return web.json_response(error_body(message, status, error_type), status=status)
+
+
+class HubError(Exception):
+    """An error a user can hit, carrying the HTTP status it maps to."""
+
+    def __init__(self, message: str, status: int = 400, error_type: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.error_type = error_type or error_type_for(status)
+
+    def response(self) -> web.Response:
+        """This error as an OpenAI envelope response."""
+        return error_response(self.message, self.status, self.error_type)

@@ -1,0 +1,308 @@
+"""One `mlx-openai-server launch ...` subprocess: spawn, readiness, output, stop.
+
+A worker runs in its own process group (it starts helper processes of its
+own), so stopping it signals the whole group: SIGTERM, a grace period, then
+SIGKILL. Its output goes line by line to the model's log and to a short tail
+kept for error messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import aiohttp
+import psutil
+
+from .errors import HubError
+from .worker_flags import LaunchOptions, parse_launch_help
+
+logger = logging.getLogger("mlx_hub.worker")
+
+WORKER_EXECUTABLE = "mlx-openai-server"
+STOP_GRACE_SECONDS = 10.0
+READY_POLL_SECONDS = 0.2
+TAIL_LINES = 20
+HELP_TIMEOUT_SECONDS = 120.0
+
+
+class WorkerStartError(Exception):
+    """The worker exited or timed out before it became ready."""
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+def resolve_worker_command(configured: Sequence[str] | None, config_path: Path) -> list[str]:
+    """The worker command: as configured, else beside our Python, else on PATH."""
+    if configured:
+        return list(configured)
+    beside = Path(sys.executable).parent / WORKER_EXECUTABLE
+    if beside.exists():
+        return [str(beside)]
+    on_path = shutil.which(WORKER_EXECUTABLE)
+    if on_path:
+        return [on_path]
+    raise HubError(
+        f"No '{WORKER_EXECUTABLE}' found beside {sys.executable} or on PATH. Install "
+        f"mlx-openai-server, or set 'worker_command' in {config_path}.",
+        status=503,
+    )
+
+
+class LaunchHelpCache:
+    """`launch --help` of each worker command, read once and kept."""
+
+    def __init__(self) -> None:
+        self._options: dict[tuple[str, ...], LaunchOptions] = {}
+        self._locks: dict[tuple[str, ...], asyncio.Lock] = collections.defaultdict(asyncio.Lock)
+
+    async def options_for(self, command: Sequence[str]) -> LaunchOptions:
+        """The flags `command launch` accepts (runs `launch --help` the first time)."""
+        key = tuple(command)
+        async with self._locks[key]:
+            if key not in self._options:
+                self._options[key] = parse_launch_help(await _read_launch_help(key))
+            return self._options[key]
+
+
+async def _read_launch_help(command: tuple[str, ...]) -> str:
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *command,
+            "launch",
+            "--help",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise HubError(f"Cannot run worker command {list(command)}: {exc}", status=503) from exc
+    try:
+        async with asyncio.timeout(HELP_TIMEOUT_SECONDS):
+            out, _ = await proc.communicate()
+    except TimeoutError as exc:
+        _kill_group(proc.pid, signal.SIGKILL)
+        await proc.wait()
+        raise HubError(f"'{' '.join(command)} launch --help' did not finish", 503) from exc
+    text = out.decode("utf-8", "replace")
+    if proc.returncode != 0 or "--model-path" not in text:
+        tail = " | ".join(text.strip().splitlines()[-5:])
+        raise HubError(
+            f"'{' '.join(command)} launch --help' failed (exit {proc.returncode}): {tail}",
+            status=503,
+        )
+    return text
+
+
+def _kill_group(pgid: int, sig: signal.Signals) -> bool:
+    """Signal a process group; False when it no longer exists."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    return True
+
+
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): get SIGKILL if the hub dies, even by SIGKILL."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+class _ExitWatchingProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """Reports the process's exit at once.
+
+    `Process.wait()` also waits for the output pipe to close, which never
+    happens while a helper the worker started still holds it.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_exit: Callable[[], None]) -> None:
+        super().__init__(limit=2**16, loop=loop)
+        self._on_exit = on_exit
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        self._on_exit()
+
+
+class WorkerProcess:
+    """A running worker subprocess and what the hub knows about it."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        host: str,
+        port: int,
+        log: logging.Logger | None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.env = dict(env)
+        self.host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        self.port = port
+        self.log = log
+        self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self.proc: asyncio.subprocess.Process | None = None
+        self.started_at: float | None = None
+        self.create_time: float | None = None
+        self.exited = asyncio.Event()
+        self._pump: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The worker's pid (also its process group id)."""
+        return self.proc.pid if self.proc else None
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code once the worker has exited."""
+        return self.proc.returncode if self.proc else None
+
+    @property
+    def base_url(self) -> str:
+        """Where the worker's HTTP API is reached."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def spawn(self) -> None:
+        """Start the subprocess in its own process group."""
+        self._mark(f"starting worker: {' '.join(self.argv)} (port {self.port})")
+        preexec = _die_with_parent if sys.platform.startswith("linux") else None
+        loop = asyncio.get_running_loop()
+        try:
+            transport, protocol = await loop.subprocess_exec(
+                lambda: _ExitWatchingProtocol(loop, self._on_exit),
+                *self.argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=self.env,
+                start_new_session=True,
+                preexec_fn=preexec,
+            )
+        except OSError as exc:
+            raise WorkerStartError(f"Cannot start worker {self.argv[0]!r}: {exc}") from exc
+        self.proc = asyncio.subprocess.Process(transport, protocol, loop)
+        self.started_at = time.time()
+        with contextlib.suppress(psutil.Error):
+            self.create_time = psutil.Process(self.proc.pid).create_time()
+        self._mark(f"worker started: pid {self.proc.pid}, port {self.port}")
+        self._pump = asyncio.create_task(self._pump_output(), name=f"worker-output:{self.name}")
+
+    def _on_exit(self) -> None:
+        self._mark(f"worker exited: pid {self.pid}, exit code {self.returncode}")
+        self.exited.set()
+
+    async def _pump_output(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        stream = self.proc.stdout
+        while True:
+            try:
+                raw = await stream.readline()
+            except ValueError:  # a line longer than the buffer: take what is there
+                raw = await stream.read(64 * 1024)
+            if not raw:
+                return
+            line = raw.decode("utf-8", "replace").rstrip()
+            self.tail.append(line)
+            if self.log is not None:
+                self.log.info(line)
+
+    def _mark(self, message: str) -> None:
+        logger.info("[%s] %s", self.name, message)
+        if self.log is not None:
+            self.log.info("[hub] %s", message)
+
+    def tail_text(self, lines: int = 8) -> str:
+        """The last lines the worker printed, joined for an error message."""
+        return "\n".join(list(self.tail)[-lines:])
+
+    async def wait_ready(self, session: aiohttp.ClientSession, timeout: float) -> None:
+        """Return once `/health` says the model is in memory; raise WorkerStartError if not."""
+        deadline = time.monotonic() + timeout
+        probe = aiohttp.ClientTimeout(total=2)
+        while True:
+            if self.exited.is_set():
+                raise WorkerStartError(
+                    f"Worker for '{self.name}' exited with code {self.returncode} before it "
+                    f"was ready. Last output:\n{self.tail_text()}",
+                    exit_code=self.returncode,
+                )
+            if time.monotonic() >= deadline:
+                raise WorkerStartError(
+                    f"Worker for '{self.name}' was not ready within {timeout:g} s "
+                    f"(startup_timeout). Last output:\n{self.tail_text()}"
+                )
+            if await self._health_ok(session, probe):
+                self._mark("worker ready")
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.exited.wait(), READY_POLL_SECONDS)
+
+    async def _health_ok(
+        self, session: aiohttp.ClientSession, probe: aiohttp.ClientTimeout
+    ) -> bool:
+        try:
+            async with session.get(self.base_url + "/health", timeout=probe) as resp:
+                if resp.status != 200:
+                    return False
+                body = await resp.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return False
+        status = str(body.get("model_status", "")) if isinstance(body, dict) else ""
+        # The JIT branch answers 200 with "unloaded" before its model is in memory.
+        return not status.lower().startswith("unloaded")
+
+    async def stop(self, grace: float = STOP_GRACE_SECONDS) -> int | None:
+        """SIGTERM the process group, SIGKILL it after `grace` seconds, reap it."""
+        if self.proc is None:
+            return None
+        pgid = self.proc.pid
+        if self.proc.returncode is None:
+            self._mark(f"stopping worker (SIGTERM to process group {pgid})")
+            _kill_group(pgid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.exited.wait(), grace)
+            except TimeoutError:
+                self._mark(f"worker ignored SIGTERM for {grace:g} s; sending SIGKILL")
+        # SIGKILL the group even after a clean exit: helpers it started may linger.
+        _kill_group(pgid, signal.SIGKILL)
+        await self.exited.wait()
+        await self._finish_pump()
+        return self.proc.returncode
+
+    async def _finish_pump(self) -> None:
+        """Let the output reader drain what is left; the group is dead, EOF is near."""
+        if self._pump is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._pump), 2.0)
+        except TimeoutError:
+            self._pump.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._pump
+
+    def kill_now(self) -> None:
+        """SIGKILL the whole group at once (last resort, e.g. on hub exit)."""
+        if self.proc is not None:
+            _kill_group(self.proc.pid, signal.SIGKILL)
