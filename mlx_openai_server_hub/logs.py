@@ -81,7 +81,8 @@ class LogFiles:
             old.close()
         log = logging.getLogger(logger_name)
         # Each file gets only its own records (a worker's output stays out of hub.log).
-        log.propagate = logger_name == HUB_LOGGER and log.propagate
+        if logger_name != HUB_LOGGER:
+            log.propagate = False
         if not any(isinstance(h, logging.handlers.QueueHandler) for h in log.handlers):
             log.addHandler(logging.handlers.QueueHandler(self._queue))
         return log

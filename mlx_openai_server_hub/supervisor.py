@@ -415,7 +415,7 @@ class Supervisor:
                     "rate_limit_error",
                 )
             with contextlib.suppress(TimeoutError):
-                await self._wait_until(lambda: False, remaining)
+                await asyncio.wait_for(self._changed.wait(), remaining)
 
     async def _run_load(self, rt: ModelRuntime) -> None:
         """The load task: spawn the worker and wait until it is ready."""
@@ -440,7 +440,8 @@ class Supervisor:
     async def _spawn_worker(self, rt: ModelRuntime) -> WorkerProcess:
         cfg = rt.config
         command = resolve_worker_command(cfg.worker_command, self.config.source_path)
-        options = await self._help.options_for(command)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **cfg.env}
+        options = await self._help.options_for(command, env)
         rt.port = self._ports.renew(rt.name, rt.worker_host, cfg.port)
         args, warnings = build_launch_args(cfg, rt.worker_host, rt.port, options)
         for warning in warnings:
@@ -450,7 +451,6 @@ class Supervisor:
         log = None
         if cfg.log_file is not None:
             log = self._log_files.open(f"mlx_hub.models.{rt.name}", cfg.log_file)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **cfg.env}
         worker = WorkerProcess(rt.name, [*command, *args], env, rt.worker_host, rt.port, log)
         rt.worker = worker
         await worker.spawn()

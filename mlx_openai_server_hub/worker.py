@@ -66,24 +66,29 @@ class LaunchHelpCache:
     """`launch --help` of each worker command, read once and kept."""
 
     def __init__(self) -> None:
-        self._options: dict[tuple[str, ...], LaunchOptions] = {}
-        self._locks: dict[tuple[str, ...], asyncio.Lock] = collections.defaultdict(asyncio.Lock)
+        self._options: dict[object, LaunchOptions] = {}
+        self._locks: dict[object, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
 
-    async def options_for(self, command: Sequence[str]) -> LaunchOptions:
-        """The flags `command launch` accepts (runs `launch --help` the first time)."""
-        key = tuple(command)
+    async def options_for(self, command: Sequence[str], env: Mapping[str, str]) -> LaunchOptions:
+        """The flags `command launch` accepts (runs `launch --help` the first time).
+
+        Keyed by command and environment: a model's `env` can select another worker.
+        """
+        key = (tuple(command), tuple(sorted(env.items())))
         async with self._locks[key]:
             if key not in self._options:
-                self._options[key] = parse_launch_help(await _read_launch_help(key))
+                text = await _read_launch_help(tuple(command), env)
+                self._options[key] = parse_launch_help(text)
             return self._options[key]
 
 
-async def _read_launch_help(command: tuple[str, ...]) -> str:
+async def _read_launch_help(command: tuple[str, ...], env: Mapping[str, str]) -> str:
     try:
         proc = await asyncio.create_subprocess_exec(
             *command,
             "launch",
             "--help",
+            env=dict(env),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Set up everything the test suite needs on a fresh machine, then run all of it:
+# lint, unit, integration (fake workers), end-to-end (the real mlx-openai-server
+# worker on the CPU with a tiny model made at test time), browser and soak tests.
+# Extra arguments go to pytest (e.g. `scripts/test.sh tests/unit -x`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+# 1. A browser for the status-page tests.
+if [ "$(uname -s)" = "Linux" ] && ! command -v chromium >/dev/null 2>&1; then
+    say "installing Chromium (Debian package) for the browser tests"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+
+# 2. The project and its test tools in .venv.
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    say "creating .venv"
+    "$PYTHON" -m venv .venv
+fi
+stamp=".venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+    say "installing the hub and its test dependencies into .venv"
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -e '.[test]'
+    touch "$stamp"
+fi
+if [ "$(uname -s)" = "Darwin" ] && [ -z "${MLX_HUB_CHROMIUM:-}" ] \
+    && [ ! -d "/Applications/Google Chrome.app" ]; then
+    say "installing Playwright's Chromium for the browser tests"
+    .venv/bin/python -m playwright install chromium
+fi
+
+# 3. A real worker for the end-to-end tests, in its own cached virtualenv.
+if [ "$(uname -s)" = "Linux" ]; then
+    say "setting up the real mlx-openai-server worker (cached after the first run)"
+    MLX_HUB_TEST_WORKER="$(scripts/setup-worker.sh | tail -n1)"
+else
+    MLX_HUB_TEST_WORKER="$(pwd)/.venv/bin/mlx-openai-server"
+fi
+export MLX_HUB_TEST_WORKER
+
+# 4. Lint, then every test.
+say "ruff"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+say "pytest"
+exec .venv/bin/python -m pytest -p no:cacheprovider "$@"
