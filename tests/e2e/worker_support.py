@@ -1,0 +1,139 @@
+"""Helpers for end-to-end tests that drive the real mlx-openai-server worker.
+
+The worker lives in its own virtualenv, made by ``scripts/setup-worker.sh``; the test script
+exports its executable as ``MLX_HUB_TEST_WORKER``. A missing worker is a failure, never a
+skip: an e2e run that silently skipped would hide a broken setup.
+
+The tiny model is built by ``mlx_openai_server_hub/demo_model.py`` run under the worker's own
+Python (the hub's environment has no mlx on Linux).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+WORKER_ENV_VAR = "MLX_HUB_TEST_WORKER"
+
+#: Environment the worker (and demo_model.py) should run with: nothing may be fetched from a
+#: model hub, and the tokenizers thread pool must not warn after the worker forks/spawns.
+WORKER_ENV_OVERRIDES: dict[str, str] = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+_DEMO_MODEL_TIMEOUT_S = 300
+
+
+def _fail(message: str) -> None:
+    pytest.fail(message, pytrace=False)
+
+
+def real_worker_command() -> list[str]:
+    """Return the command (``[executable]``) of the real worker named by MLX_HUB_TEST_WORKER.
+
+    Fails the test (not a skip) when the variable is unset or names no executable file.
+    """
+    value = os.environ.get(WORKER_ENV_VAR, "").strip()
+    if not value:
+        _fail(
+            f"{WORKER_ENV_VAR} is not set. Run scripts/setup-worker.sh and export "
+            f'{WORKER_ENV_VAR}="$(scripts/setup-worker.sh | tail -n1)" before the e2e tests.'
+        )
+    exe = Path(value).expanduser()
+    if not exe.is_absolute():
+        exe = Path.cwd() / exe
+    if not exe.is_file():
+        _fail(f"{WORKER_ENV_VAR}={value!r}: no such file; re-run scripts/setup-worker.sh.")
+    if not os.access(exe, os.X_OK):
+        _fail(f"{WORKER_ENV_VAR}={value!r} is not executable.")
+    return [str(exe)]
+
+
+def _shebang_python(worker_exe: Path) -> str | None:
+    """Interpreter named by a console script's shebang (plain or pip's /bin/sh trampoline)."""
+    try:
+        with worker_exe.open("rb") as fh:
+            head = fh.read(1024).decode("utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    if not head or not head[0].startswith("#!"):
+        return None
+    first = head[0][2:].strip()
+    if first.split()[0].endswith("/sh") and len(head) > 1:
+        # pip writes  #!/bin/sh  +  '''exec' "/long/path/python" "$0" "$@"  for long paths.
+        parts = head[1].split('"')
+        if len(parts) > 1 and parts[1]:
+            return parts[1]
+        return None
+    return first.split()[0] or None
+
+
+def worker_python(worker_exe: str | os.PathLike[str]) -> str:
+    """Return the Python interpreter of the virtualenv that holds ``worker_exe``.
+
+    Uses the sibling ``python``/``python3`` of the executable (without resolving symlinks: a
+    venv's python is a symlink to the base interpreter), else the script's shebang.
+    """
+    exe = Path(worker_exe).expanduser()
+    for name in ("python", "python3"):
+        candidate = exe.parent / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    shebang = _shebang_python(exe)
+    if shebang and Path(shebang).is_file():
+        return shebang
+    raise RuntimeError(f"cannot find the Python interpreter of the worker at {exe}")
+
+
+def demo_model_script() -> Path:
+    """Path of mlx_openai_server_hub/demo_model.py (run as a script, not imported)."""
+    spec = importlib.util.find_spec("mlx_openai_server_hub.demo_model")
+    if spec is not None and spec.origin:
+        return Path(spec.origin)
+    return Path(__file__).resolve().parents[2] / "mlx_openai_server_hub" / "demo_model.py"
+
+
+def worker_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """A copy of ``base`` (default: os.environ) with :data:`WORKER_ENV_OVERRIDES` applied."""
+    env = dict(os.environ if base is None else base)
+    env.update(WORKER_ENV_OVERRIDES)
+    return env
+
+
+def build_tiny_model(dest: Path, worker_exe: str | None = None) -> Path:
+    """Build the tiny demo model into ``dest`` with the worker's Python; return ``dest``.
+
+    Idempotent (demo_model.py returns at once when ``dest`` is already complete).
+    """
+    exe = worker_exe if worker_exe is not None else real_worker_command()[0]
+    python = worker_python(exe)
+    dest = Path(dest).resolve()
+    cmd = [python, str(demo_model_script()), str(dest)]
+    try:
+        proc = subprocess.run(
+            cmd,
+            env=worker_env(),
+            capture_output=True,
+            text=True,
+            timeout=_DEMO_MODEL_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        _fail(f"building the tiny model timed out after {_DEMO_MODEL_TIMEOUT_S} s: {cmd}")
+        raise  # unreachable: pytest.fail raises
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout)
+        _fail(
+            f"building the tiny model failed (exit {proc.returncode}): {' '.join(cmd)}\n"
+            f"{proc.stderr.strip()}"
+        )
+    if not (dest / "config.json").is_file() or not (dest / "model.safetensors").is_file():
+        _fail(f"demo_model.py exited 0 but {dest} is not a complete model")
+    return dest
