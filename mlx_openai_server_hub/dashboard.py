@@ -1,0 +1,154 @@
+"""The status page at `/hub`: a template, its script and styles, and the way in.
+
+- `GET /hub` serves the page. A browser on this machine (loopback peer and
+  loopback Host) gets it right away plus a session cookie; a visitor holding a
+  session (or the Bearer token) gets it too; anyone else gets the login form.
+- `GET /hub/login?token=...` (the link the CLI prints) and `POST /hub/login`
+  (the form) trade the control token for a session cookie.
+- `/hub/static/...` serves `hub.js` and `hub.css`: no CDN, no build step.
+
+The page holds no secret: its requests ride on the HttpOnly session cookie.
+The auth middleware (app.py) lets `/hub/login`, `/hub/static/*` and the exact
+`GET /hub` through without credentials, so the decisions above are made here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from .auth import bearer_of
+from .errors import error_response
+from .keys import AUTH_KEY, SUPERVISOR_KEY
+
+PAGE_TEMPLATE = "hub_status.html.jinja"
+LOGIN_TEMPLATE = "hub_login.html.jinja"
+STATIC_ROUTE = "hub_dashboard_static"
+DISABLED_MESSAGE = "Hub status page is disabled in configuration."
+
+# The page loads nothing from elsewhere and may not be framed.
+_PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+}
+# The login URL may carry the token: never pass it on in a Referer.
+_LOGIN_HEADERS = {**_PAGE_HEADERS, "Referrer-Policy": "no-referrer"}
+
+
+def _asset_dir(name: str) -> Path:
+    """`templates` or `static`: inside the package (wheel), else at the repo root."""
+    here = Path(__file__).resolve().parent
+    candidates = (here / name, here.parent / name)
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    raise RuntimeError(f"status page assets not found: tried {', '.join(map(str, candidates))}")
+
+
+def templates_dir() -> Path:
+    """Where the page's Jinja templates live."""
+    return _asset_dir("templates")
+
+
+def static_dir() -> Path:
+    """Where `hub.js` and `hub.css` live."""
+    return _asset_dir("static")
+
+
+def setup_dashboard(app: web.Application) -> None:
+    """Set up Jinja and register `/hub`, `/hub/login` and `/hub/static/...` on `app`."""
+    aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(str(templates_dir())))
+    app.router.add_get("/hub", hub_page)
+    app.router.add_get("/hub/login", login_link)
+    app.router.add_post("/hub/login", login_form)
+    app.router.add_static("/hub/static/", static_dir(), name=STATIC_ROUTE)
+
+
+def _page_enabled(request: web.Request) -> bool:
+    """The current config's `enable_status_page` (it may change on reload)."""
+    return bool(request.app[SUPERVISOR_KEY].config.enable_status_page)
+
+
+def _asset_url(request: web.Request, filename: str) -> str:
+    """`/hub/static/<filename>?v=<hash>`, so a new release is never served stale."""
+    resource = request.app.router[STATIC_ROUTE]
+    assert isinstance(resource, web.StaticResource)
+    return str(resource.url_for(filename=filename, append_version=True))
+
+
+def _render(
+    request: web.Request, template: str, context: dict[str, Any], status: int = 200
+) -> web.Response:
+    """Render `template` with the page's security headers."""
+    context = {
+        "css_url": _asset_url(request, "hub.css"),
+        "js_url": _asset_url(request, "hub.js"),
+        **context,
+    }
+    response = aiohttp_jinja2.render_template(template, request, context, status=status)
+    headers = _PAGE_HEADERS if template == PAGE_TEMPLATE else _LOGIN_HEADERS
+    response.headers.update(headers)
+    return response
+
+
+def _login_page(request: web.Request, error: str | None = None) -> web.Response:
+    """The login form, always with status 401 (the visitor is not signed in)."""
+    return _render(request, LOGIN_TEMPLATE, {"error": error}, status=401)
+
+
+def _signed_in_redirect(request: web.Request) -> web.Response:
+    """303 to `/hub` with a fresh session cookie."""
+    response = web.Response(status=303, headers={"Location": "/hub", **_LOGIN_HEADERS})
+    request.app[AUTH_KEY].set_session_cookie(response)
+    return response
+
+
+async def hub_page(request: web.Request) -> web.Response:
+    """`GET /hub`: the page for local or signed-in visitors, else the login form."""
+    if not _page_enabled(request):
+        return error_response(DISABLED_MESSAGE, 404)
+    auth = request.app[AUTH_KEY]
+    if auth.has_session(request):
+        return _render(request, PAGE_TEMPLATE, {})
+    if auth.is_local_visit(request) or auth.check_token(bearer_of(request)):
+        response = _render(request, PAGE_TEMPLATE, {})
+        auth.set_session_cookie(response)
+        return response
+    return _login_page(request)
+
+
+async def login_link(request: web.Request) -> web.Response:
+    """`GET /hub/login[?token=...]`: the form, or the CLI's login link."""
+    if not _page_enabled(request):
+        return error_response(DISABLED_MESSAGE, 404)
+    token = request.query.get("token")
+    if token is None:
+        if request.app[AUTH_KEY].has_session(request):
+            raise web.HTTPSeeOther("/hub")
+        return _login_page(request)
+    if request.app[AUTH_KEY].check_token(token.strip()):
+        return _signed_in_redirect(request)
+    return _login_page(request, "That token is not valid.")
+
+
+async def login_form(request: web.Request) -> web.Response:
+    """`POST /hub/login` with form field `token`."""
+    if not _page_enabled(request):
+        return error_response(DISABLED_MESSAGE, 404)
+    form = await request.post()
+    token = form.get("token")
+    token = token.strip() if isinstance(token, str) else ""
+    if not token:
+        return _login_page(request, "Enter the hub token.")
+    if request.app[AUTH_KEY].check_token(token):
+        return _signed_in_redirect(request)
+    return _login_page(request, "That token is not valid.")

@@ -1,0 +1,488 @@
+/* MLX Hub status page: polls GET /hub/status and drives the control API.
+ *
+ * - One delegated click listener per container (the controls block and the
+ *   models table), attached once: every click sends exactly one request.
+ * - Rows are built with DOM calls and textContent only (no HTML strings), and
+ *   a row is rebuilt only when its data changed.
+ * - While a model action is in flight the row stays busy across polls; its
+ *   labels come back from the next snapshot once the action has answered.
+ * - Requests carry the HttpOnly session cookie (same origin); no token here.
+ */
+'use strict';
+
+(() => {
+  const REFRESH_INTERVAL_MS = 5000;
+  const TOAST_DURATION_MS = 4000;
+  const ERROR_TOAST_DURATION_MS = 8000; // errors are longer and matter more
+  const STATUS_URL = '/hub/status';
+  const CONTROLLER_WARNING_MESSAGE =
+    'Hub controller is not running on this server. Memory buttons stay disabled until the hub server is up.';
+  const SERVICE_ENDPOINTS = {
+    start: '/hub/service/start',
+    stop: '/hub/service/stop',
+    reload: '/hub/service/reload',
+  };
+  const SERVICE_LABELS = { start: 'Start', stop: 'Stop', reload: 'Reload' };
+  const MODEL_ACTIONS = {
+    'start-model': { endpoint: 'start', scope: 'process', label: 'Start', busy: 'Starting…' },
+    'stop-model': { endpoint: 'stop', scope: 'process', label: 'Stop', busy: 'Stopping…' },
+    load: { endpoint: 'load', scope: 'memory', label: 'Load', busy: 'Loading…' },
+    unload: { endpoint: 'unload', scope: 'memory', label: 'Unload', busy: 'Unloading…' },
+  };
+  // Process states that own a live worker (pid and port are worth showing).
+  const LIVE_PROCESS = new Set(['starting', 'running', 'stopping']);
+  // Process states for which the Memory column and button group apply.
+  const MEMORY_PROCESS = new Set(['starting', 'running']);
+  const BUSY_PROCESS = new Set(['starting', 'stopping']);
+  const BUSY_MEMORY = new Set(['loading', 'unloading']);
+  const WILDCARD_HOSTS = new Set(['0.0.0.0', '::', '[::]']);
+
+  const byId = (id) => document.getElementById(id);
+  const els = {
+    pill: byId('status-pill'),
+    started: byId('started-counts'),
+    loaded: byId('counts'),
+    updated: byId('updated-at'),
+    url: byId('openai-url'),
+    controls: byId('controls'),
+    warnings: byId('warnings'),
+    warningList: byId('warning-list'),
+    body: byId('models-body'),
+    error: byId('error-banner'),
+    flash: byId('flash-banner'),
+    toast: byId('toast'),
+  };
+
+  const state = {
+    data: null, // last /hub/status payload
+    controllerAvailable: true,
+    pending: new Map(), // model id → action in flight
+    rows: new Map(), // model id → { key, tr }
+    requested: 0, // sequence number of the last snapshot request
+    applied: 0, // sequence number of the last snapshot shown
+  };
+
+  // ---------------------------------------------------------------- helpers
+
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = String(text);
+    return node;
+  }
+
+  let timeFormat = null;
+  try {
+    timeFormat = new Intl.DateTimeFormat(undefined, {
+      hour: '2-digit',
+      minute: '2-digit',
+      second: '2-digit',
+    });
+  } catch (_err) {
+    timeFormat = null;
+  }
+
+  function formatTime(epochSeconds) {
+    if (!epochSeconds) return '—';
+    const date = new Date(Number(epochSeconds) * 1000);
+    if (Number.isNaN(date.getTime())) return '—';
+    return timeFormat ? timeFormat.format(date) : date.toLocaleTimeString();
+  }
+
+  function isLoopbackName(name) {
+    return name === 'localhost' || name === '[::1]' || name === '::1' || /^127\./.test(name);
+  }
+
+  function openaiUrl(host, port) {
+    let name = host === null || host === undefined ? '' : String(host).trim();
+    if (!name) return '—';
+    if (WILDCARD_HOSTS.has(name)) {
+      // Bound to every interface: name the host this page was reached by.
+      const here = window.location.hostname;
+      name = !here || isLoopbackName(here) ? 'localhost' : here;
+    }
+    if (name.includes(':') && !name.startsWith('[')) name = `[${name}]`;
+    const number = Number(port);
+    const portPart = Number.isFinite(number) && number > 0 ? number : 8000;
+    return `http://${name}:${portPart}/v1`;
+  }
+
+  async function readJson(response) {
+    try {
+      return await response.json();
+    } catch (_err) {
+      return null;
+    }
+  }
+
+  function errorMessage(payload) {
+    if (!payload || typeof payload !== 'object') return null;
+    if (payload.error && payload.error.message) return String(payload.error.message);
+    if (payload.message) return String(payload.message);
+    if (typeof payload.detail === 'string') return payload.detail;
+    return null;
+  }
+
+  // --------------------------------------------------------------- overlays
+
+  let toastTimer = 0;
+
+  function showToast(message, tone) {
+    els.toast.replaceChildren(el('span', 'toast__text', message));
+    els.toast.title = message;
+    els.toast.className = `toast toast--${tone || 'info'}`;
+    els.toast.hidden = false;
+    window.clearTimeout(toastTimer);
+    toastTimer = window.setTimeout(
+      () => {
+        els.toast.hidden = true;
+      },
+      tone === 'error' ? ERROR_TOAST_DURATION_MS : TOAST_DURATION_MS,
+    );
+  }
+
+  function showFlash(message, tone) {
+    els.flash.textContent = message;
+    els.flash.className = `flash flash--${tone || 'info'}`;
+    els.flash.hidden = false;
+  }
+
+  function clearFlash() {
+    els.flash.hidden = true;
+    els.flash.textContent = '';
+    els.flash.className = 'flash flash--info';
+  }
+
+  function showError(message) {
+    els.error.textContent = message;
+    els.error.hidden = false;
+  }
+
+  function clearError() {
+    els.error.hidden = true;
+    els.error.textContent = '';
+  }
+
+  // ----------------------------------------------------------------- stats
+
+  function setPill(status) {
+    const text = status ? String(status) : 'error';
+    const tone = { ok: 'ok', degraded: 'warn', error: 'error' }[text] || 'warn';
+    els.pill.textContent = text;
+    els.pill.className = `pill pill--${tone}`;
+  }
+
+  function renderStats(data) {
+    const counts = data.counts || {};
+    const models = Array.isArray(data.models) ? data.models : [];
+    const registered = counts.registered ?? models.length;
+    setPill(data.status);
+    els.started.textContent = `${counts.started ?? 0} / ${registered} started`;
+    els.loaded.textContent = `${counts.loaded ?? 0} / ${registered} loaded`;
+    els.updated.textContent = formatTime(data.timestamp);
+    els.url.textContent = openaiUrl(data.host, data.port);
+  }
+
+  function renderWarnings(data) {
+    const items = Array.isArray(data.warnings) ? data.warnings.map(String) : [];
+    if (!state.controllerAvailable && !items.includes(CONTROLLER_WARNING_MESSAGE)) {
+      items.push(CONTROLLER_WARNING_MESSAGE);
+    }
+    els.warningList.replaceChildren(...items.map((text) => el('li', '', text)));
+    els.warnings.hidden = items.length === 0;
+  }
+
+  // ------------------------------------------------------------ model rows
+
+  function processStateOf(meta) {
+    return String(meta.process_state || meta.status || 'inactive').toLowerCase();
+  }
+
+  function memoryStateOf(meta) {
+    return String(meta.memory_state || 'unloaded').toLowerCase();
+  }
+
+  function describeProcess(meta, pstate) {
+    const parts = [pstate.toUpperCase()];
+    if (LIVE_PROCESS.has(pstate)) {
+      if (meta.pid) parts.push(`PID ${meta.pid}`);
+      if (meta.port) parts.push(`PORT ${meta.port}`);
+    } else if (pstate === 'failed' && meta.exit_code !== null && meta.exit_code !== undefined) {
+      parts.push(`exit ${meta.exit_code}`);
+    }
+    return parts.join(' • ');
+  }
+
+  function describeAutoUnload(meta) {
+    if (!meta.auto_unload_minutes) return '—';
+    let text = `${meta.auto_unload_minutes} min`;
+    if (meta.unload_at) text += ` · unloads ${formatTime(meta.unload_at)}`;
+    return text;
+  }
+
+  function memoryCell(meta, pstate, mstate) {
+    const td = el('td', 'cell-memory');
+    if (MEMORY_PROCESS.has(pstate)) {
+      let text = mstate.toUpperCase();
+      if (meta.memory_last_transition_at) text += ` • ${formatTime(meta.memory_last_transition_at)}`;
+      td.append(el('div', 'memory-state', text));
+    } else {
+      td.append(el('div', '', '—'));
+    }
+    if (meta.memory_last_error && pstate !== 'stopped') {
+      const error = el('div', 'cell-error', `Error: ${meta.memory_last_error}`);
+      error.title = error.textContent;
+      td.append(error);
+    }
+    return td;
+  }
+
+  function actionButton(modelId, action, options) {
+    const spec = MODEL_ACTIONS[action];
+    const button = el(
+      'button',
+      options.secondary ? 'action-btn action-btn--secondary' : 'action-btn',
+      options.busy ? spec.busy : spec.label,
+    );
+    button.type = 'button';
+    button.dataset.scope = spec.scope;
+    button.dataset.action = action;
+    button.dataset.model = modelId;
+    button.disabled = Boolean(options.disabled || options.busy);
+    if (options.busy) button.setAttribute('aria-busy', 'true');
+    return button;
+  }
+
+  function actionGroup(label, button) {
+    const group = el('div', 'action-group');
+    group.append(el('span', 'action-group__label', label), button);
+    return group;
+  }
+
+  function actionsCell(model, pstate, mstate) {
+    const td = el('td', 'cell-actions');
+    const pending = state.pending.get(model.id) || null;
+    const memoryShown = state.controllerAvailable && MEMORY_PROCESS.has(pstate);
+    const busy = Boolean(
+      pending || BUSY_PROCESS.has(pstate) || (memoryShown && BUSY_MEMORY.has(mstate)),
+    );
+
+    const processAction = pstate === 'running' || pstate === 'stopping' ? 'stop-model' : 'start-model';
+    td.append(
+      actionGroup(
+        'Process',
+        actionButton(model.id, processAction, {
+          secondary: processAction === 'stop-model',
+          busy: pending === processAction || BUSY_PROCESS.has(pstate),
+          disabled: busy,
+        }),
+      ),
+    );
+
+    if (memoryShown) {
+      const memoryAction = mstate === 'loaded' || mstate === 'unloading' ? 'unload' : 'load';
+      td.append(
+        actionGroup(
+          'Memory',
+          actionButton(model.id, memoryAction, {
+            secondary: memoryAction === 'unload',
+            busy: pending === memoryAction || BUSY_MEMORY.has(mstate),
+            disabled: busy || pstate !== 'running',
+          }),
+        ),
+      );
+    }
+    return td;
+  }
+
+  function buildRow(model) {
+    const meta = model.metadata || {};
+    const pstate = processStateOf(meta);
+    const mstate = memoryStateOf(meta);
+    const tr = el('tr');
+    tr.dataset.model = model.id;
+    tr.dataset.processState = pstate;
+    tr.dataset.memoryState = mstate;
+
+    const name = el('td', 'cell-name', model.id);
+    if (meta.log_path) name.title = `Log: ${meta.log_path}`;
+    tr.append(
+      name,
+      el('td', 'cell-process', describeProcess(meta, pstate)),
+      memoryCell(meta, pstate, mstate),
+      el('td', 'cell-auto-unload', describeAutoUnload(meta)),
+      el('td', 'cell-type', meta.model_type || 'n/a'),
+      el('td', 'cell-group', meta.group || '—'),
+      el('td', 'cell-default', meta.default ? '✅' : '—'),
+      el('td', 'cell-path', meta.model_path || '—'),
+      actionsCell(model, pstate, mstate),
+    );
+    return tr;
+  }
+
+  function placeholderRow(text) {
+    const tr = el('tr', 'placeholder-row');
+    const td = el('td', '', text);
+    td.colSpan = 9;
+    tr.append(td);
+    return tr;
+  }
+
+  function renderModels() {
+    if (!state.data) return;
+    const models = Array.isArray(state.data.models) ? state.data.models : [];
+    if (models.length === 0) {
+      state.rows.clear();
+      els.body.replaceChildren(placeholderRow('No models registered.'));
+      return;
+    }
+    const next = new Map();
+    const rows = [];
+    for (const model of models) {
+      const key = JSON.stringify([
+        model,
+        state.pending.get(model.id) || null,
+        state.controllerAvailable,
+      ]);
+      const cached = state.rows.get(model.id);
+      const tr = cached && cached.key === key ? cached.tr : buildRow(model);
+      next.set(model.id, { key, tr });
+      rows.push(tr);
+    }
+    state.rows = next;
+    // Touch only rows that changed, so a click on an unchanged row is never lost.
+    const keep = new Set(rows);
+    for (const child of Array.from(els.body.children)) {
+      if (!keep.has(child)) child.remove();
+    }
+    rows.forEach((tr, index) => {
+      const current = els.body.children[index] || null;
+      if (current !== tr) els.body.insertBefore(tr, current);
+    });
+  }
+
+  // ---------------------------------------------------------------- polling
+
+  async function fetchSnapshot() {
+    const seq = ++state.requested;
+    try {
+      const response = await fetch(STATUS_URL, {
+        credentials: 'same-origin',
+        cache: 'no-store',
+        headers: { Accept: 'application/json' },
+      });
+      if (response.status === 401) {
+        throw new Error('Not signed in to the hub (it may have restarted). Reload the page to sign in.');
+      }
+      if (!response.ok) throw new Error(`Request failed with status ${response.status}`);
+      const data = await response.json();
+      if (seq < state.applied) return; // a newer snapshot is already shown
+      state.applied = seq;
+      state.data = data;
+      state.controllerAvailable = Boolean(data.controller_available);
+      clearError();
+      renderStats(data);
+      renderWarnings(data);
+      renderModels();
+    } catch (err) {
+      if (seq < state.applied) return;
+      state.applied = seq;
+      const reason = (err && err.message) || 'Failed to fetch hub status';
+      // fetch() rejects with a TypeError when the hub cannot be reached at all.
+      showError(err instanceof TypeError ? `Cannot reach the hub: ${reason}` : reason);
+      setPill('error');
+      renderModels(); // finished actions get their labels back
+    }
+  }
+
+  // ---------------------------------------------------------------- actions
+
+  async function runModelAction(modelId, action) {
+    const spec = MODEL_ACTIONS[action];
+    if (!spec || !modelId || state.pending.has(modelId)) return;
+    state.pending.set(modelId, action);
+    renderModels();
+    showToast(`${action.replace('-model', '')}…`, 'info');
+    const fallback = `Failed to ${action.replace('-', ' ')} ${modelId}`;
+    try {
+      const response = await fetch(`/hub/models/${encodeURIComponent(modelId)}/${spec.endpoint}`, {
+        method: 'POST',
+        credentials: 'same-origin',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ reason: 'dashboard' }),
+      });
+      const payload = await readJson(response);
+      if (response.ok) {
+        showToast(`${spec.label} ${spec.scope} request sent for ${modelId}`, 'success');
+      } else {
+        showToast(errorMessage(payload) || fallback, 'error');
+      }
+    } catch (_err) {
+      showToast(fallback, 'error');
+    } finally {
+      state.pending.delete(modelId);
+      await fetchSnapshot();
+    }
+  }
+
+  function hideToast(message) {
+    if (els.toast.textContent === message) els.toast.hidden = true;
+  }
+
+  async function runServiceAction(button, action) {
+    const label = SERVICE_LABELS[action];
+    const notice = `${label} request…`;
+    button.disabled = true;
+    button.textContent = `${label}…`;
+    showToast(notice, 'info');
+    clearFlash();
+    try {
+      const response = await fetch(SERVICE_ENDPOINTS[action], {
+        method: 'POST',
+        credentials: 'same-origin',
+      });
+      const payload = await readJson(response);
+      if (response.ok) {
+        const message = (payload && payload.message) || `Hub ${action} request accepted`;
+        showFlash(message, action === 'stop' ? 'warn' : 'success');
+      } else {
+        showFlash(errorMessage(payload) || `Failed to ${action} hub manager`, 'error');
+      }
+    } catch (_err) {
+      showFlash(`Failed to ${action} hub manager`, 'error');
+    } finally {
+      hideToast(notice); // the flash tells the outcome
+      button.disabled = false;
+      button.textContent = label;
+      fetchSnapshot();
+    }
+  }
+
+  // ------------------------------------------------------------- listeners
+
+  els.controls.addEventListener('click', (event) => {
+    const button = event.target.closest('button');
+    if (!button || button.disabled) return;
+    if (button.classList.contains('refresh-btn')) {
+      fetchSnapshot();
+      return;
+    }
+    const action = button.dataset.serviceAction;
+    if (Object.hasOwn(SERVICE_ENDPOINTS, action)) runServiceAction(button, action);
+  });
+
+  els.body.addEventListener('click', (event) => {
+    const button = event.target.closest('button[data-action]');
+    if (!button || button.disabled) return;
+    runModelAction(button.dataset.model, button.dataset.action);
+  });
+
+  els.flash.addEventListener('click', clearFlash);
+
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState === 'visible') fetchSnapshot();
+  });
+
+  fetchSnapshot();
+  window.setInterval(fetchSnapshot, REFRESH_INTERVAL_MS);
+})();
