@@ -110,6 +110,8 @@ class HubConfig:
     # New in this project.
     worker_command: tuple[str, ...] | None = None
     api_keys: tuple[str, ...] = ()
+    # Extra names clients may use for the hub (besides its hostnames and addresses).
+    allowed_hosts: tuple[str, ...] = ()
     # How long a graceful shutdown lets requests in flight finish.
     shutdown_grace: float = 30.0
 
@@ -455,6 +457,7 @@ _TOP_LEVEL_TABLE: dict[str, _Key] = {
     "enable_status_page": _Key(_boolean),
     "worker_command": _Key(_command),
     "api_keys": _Key(_strings),
+    "allowed_hosts": _Key(_strings),
     "shutdown_grace": _Key(_non_negative_number),
 }
 

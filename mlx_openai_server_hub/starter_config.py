@@ -31,6 +31,7 @@ _TEMPLATE = Template("""\
 # enable_status_page: true   # serve the dashboard at /hub
 $worker_command_line
 # api_keys: [change-me]      # e.g.; keys clients send as "Authorization: Bearer <key>"
+# allowed_hosts: [studio.lan]  # e.g.; extra names clients use for this machine (Host header)
 # shutdown_grace: 30         # seconds requests in flight get to finish on shutdown
 
 # --- Groups (optional) ------------------------------------------------------

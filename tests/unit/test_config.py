@@ -644,6 +644,7 @@ _PLAUSIBLE: dict[str, list[Any]] = {
     "enable_status_page": [False],
     "worker_command": ["w --x", ["w"]],
     "api_keys": [["k"]],
+    "allowed_hosts": [["studio.lan"]],
     "shutdown_grace": [0, 1.5],
     "max_loaded": [1, "2"],
     "model_type": ["lm", "whisper"],
