@@ -33,6 +33,7 @@ WORKER_EXECUTABLE = "mlx-openai-server"
 STOP_GRACE_SECONDS = 10.0
 READY_POLL_SECONDS = 0.2
 TAIL_LINES = 20
+PROGRESS_EVERY_SECONDS = 15.0
 HELP_TIMEOUT_SECONDS = 120.0
 
 
@@ -244,9 +245,14 @@ class WorkerProcess:
 
     async def wait_ready(self, session: aiohttp.ClientSession, timeout: float) -> None:
         """Return once `/health` says the model is in memory; raise WorkerStartError if not."""
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
+        next_note = started + PROGRESS_EVERY_SECONDS
         probe = aiohttp.ClientTimeout(total=2)
         while True:
+            if time.monotonic() >= next_note:  # long loads: say it is still going
+                self._mark(f"still loading ({time.monotonic() - started:.0f} s)")
+                next_note += PROGRESS_EVERY_SECONDS
             if self.exited.is_set():
                 raise WorkerStartError(
                     f"Worker for '{self.name}' exited with code {self.returncode} before it "

@@ -8,12 +8,17 @@ cd "$(dirname "$0")/.."
 
 say() { printf '==> %s\n' "$*" >&2; }
 
-# 1. A browser for the status-page tests.
-if [ "$(uname -s)" = "Linux" ] && ! command -v chromium >/dev/null 2>&1; then
-    say "installing Chromium (Debian package) for the browser tests"
-    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+# 1. A browser (and an emoji font for its screenshots) for the status-page tests.
+if [ "$(uname -s)" = "Linux" ] && command -v apt-get >/dev/null 2>&1; then
+    missing=()
+    command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    dpkg -s fonts-noto-color-emoji >/dev/null 2>&1 || missing+=(fonts-noto-color-emoji)
+    if [ ${#missing[@]} -gt 0 ]; then
+        say "installing ${missing[*]} (Debian packages) for the browser tests"
+        SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
 fi
 
 # 2. The project and its test tools in .venv.
