@@ -1,0 +1,255 @@
+"""The hub driving the real mlx-openai-server worker (CPU) with a tiny model made at test time.
+
+Each worker start costs ~9 s here, so the tests share starts where they can: five in all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import openai
+import psutil
+import pytest
+
+from tests.conftest import Hub, HubFactory
+from tests.e2e.conftest import group_members, port_bindable, port_listening, real_model
+
+MAX_TOKENS = 8
+MESSAGES: list[Any] = [{"role": "user", "content": "hello there"}]
+IDLE_MINUTES = 0.1  # 6 s
+
+
+def openai_client(hub: Hub) -> openai.AsyncOpenAI:
+    # No retries: a failure must show, not be papered over.
+    return openai.AsyncOpenAI(
+        base_url=hub.url + "/v1", api_key="unused", max_retries=0, timeout=180
+    )
+
+
+def assert_usage(usage: Any) -> None:
+    assert usage is not None
+    assert usage.prompt_tokens > 0
+    assert 1 <= usage.completion_tokens <= MAX_TOKENS
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+
+async def chat_once(client: openai.AsyncOpenAI, model: str) -> None:
+    """A non-streaming chat completion, answered with text and usage counts."""
+    reply = await client.chat.completions.create(
+        model=model, messages=MESSAGES, max_tokens=MAX_TOKENS
+    )
+    assert reply.object == "chat.completion"
+    assert len(reply.choices) == 1
+    assert reply.choices[0].message.role == "assistant"
+    assert isinstance(reply.choices[0].message.content, str)
+    assert reply.choices[0].finish_reason in ("stop", "length")
+    assert_usage(reply.usage)
+
+
+async def chat_stream(client: openai.AsyncOpenAI, model: str) -> None:
+    """A streaming chat completion: chunks, a finish reason, usage in the last chunk."""
+    stream = await client.chat.completions.create(
+        model=model,
+        messages=MESSAGES,
+        max_tokens=MAX_TOKENS,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = [chunk async for chunk in stream]
+    assert chunks, "the stream carried no chunks"
+    assert all(chunk.object == "chat.completion.chunk" for chunk in chunks)
+    with_choices = [chunk for chunk in chunks if chunk.choices]
+    assert with_choices
+    assert with_choices[-1].choices[0].finish_reason in ("stop", "length")
+    assert_usage(chunks[-1].usage)
+
+
+def assert_real_worker(meta: dict[str, Any], model_dir: Path) -> psutil.Process:
+    """The status names a live `mlx-openai-server launch` leading its own process group."""
+    pid = meta["pid"]
+    assert isinstance(pid, int)
+    proc = psutil.Process(pid)
+    assert proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    cmdline = proc.cmdline()
+    assert "launch" in cmdline
+    assert cmdline[cmdline.index("--model-path") + 1] == str(model_dir)
+    assert cmdline[cmdline.index("--port") + 1] == str(meta["port"])
+    assert os.getpgid(pid) == pid
+    # 1.8.1 runs helpers (resource tracker, spawn worker) in its group: stopping must end them.
+    assert len(group_members(pid)) >= 2, "expected the worker's helper processes in its group"
+    assert port_listening(meta["port"])
+    return proc
+
+
+async def worker_health(port: int) -> dict[str, Any]:
+    """The worker's own /health, asked directly (not through the hub)."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/health") as resp,
+    ):
+        assert resp.status == 200
+        return dict(await resp.json())
+
+
+async def wait_group_gone(pgid: int, timeout: float = 3.0) -> None:
+    """The worker's whole process group (helpers too) has ended; zombies count as gone.
+
+    The hub SIGKILLs the group before it answers, so only the kernel's delay is allowed for.
+    """
+    deadline = time.monotonic() + timeout
+    while members := group_members(pgid):
+        if time.monotonic() > deadline:
+            described = [(p.pid, p.status(), p.cmdline()) for p in members]
+            pytest.fail(f"process group {pgid} still has {described}")
+        await asyncio.sleep(0.1)
+
+
+def only_the_hub_runs(hub: Hub) -> bool:
+    """No process of this test but the hub itself (no worker, no worker helper)."""
+    assert hub.proc is not None
+    return [p.pid for p in hub.leftovers()] == [hub.proc.pid]
+
+
+def is_state(process: str, memory: str):
+    return lambda m: (m["process_state"], m["memory_state"]) == (process, memory)
+
+
+@pytest.mark.e2e
+async def test_default_model_serves_openai_and_hub_sigterm_ends_everything(
+    hub_factory: HubFactory, tiny_model: Path, worker_command: list[str]
+):
+    hub = hub_factory([real_model("tiny", tiny_model, worker_command, default=True)])
+    meta = await hub.wait_for("tiny", is_state("running", "loaded"), timeout=150)
+    assert_real_worker(meta, tiny_model)
+    health = await worker_health(meta["port"])
+    assert health["status"] == "ok" and health["model_id"] == str(tiny_model)
+    pgid = meta["pid"]
+
+    async with openai_client(hub) as client:
+        # 1.8.1 refuses any `model` but its path: the hub must rewrite the name.
+        for model in ("tiny", str(tiny_model)):
+            await chat_once(client, model)
+            await chat_stream(client, model)
+        models = await client.models.list()
+        assert [m.id for m in models.data] == ["tiny"]
+
+    meta = await hub.model("tiny")
+    assert meta["pid"] == pgid  # the same worker served everything
+    assert meta["in_flight"] == 0 and meta["last_request_at"] is not None
+    runtime = hub.log_path / "hub_runtime.json"
+    record = json.loads(runtime.read_text())
+    assert record["workers"]["tiny"]["pgid"] == pgid
+
+    # SIGTERM with a loaded real worker: clean exit, nothing left.
+    assert hub.terminate() == 0, hub.output()
+    assert hub.leftovers() == []  # (it counts zombies as gone)
+    await wait_group_gone(pgid)
+    assert not runtime.exists()
+    assert not port_listening(meta["port"])
+
+
+@pytest.mark.e2e
+async def test_start_unload_load_stop_over_http(
+    hub_factory: HubFactory, tiny_model: Path, worker_command: list[str]
+):
+    hub = hub_factory([real_model("tiny", tiny_model, worker_command)])
+    meta = await hub.model("tiny")
+    assert (meta["process_state"], meta["memory_state"], meta["pid"]) == (
+        "stopped",
+        "unloaded",
+        None,
+    )
+
+    status, body = await hub.post("/hub/models/tiny/start")
+    assert status == 200, body
+    meta = await hub.model("tiny")
+    assert (meta["process_state"], meta["memory_state"]) == ("running", "loaded")
+    first = assert_real_worker(meta, tiny_model)
+    port = meta["port"]
+
+    status, body = await hub.post("/hub/models/tiny/unload")
+    assert status == 200, body
+    meta = await hub.model("tiny")
+    assert (meta["process_state"], meta["memory_state"], meta["pid"]) == (
+        "running",
+        "unloaded",
+        None,
+    )
+    assert meta["port"] == port  # a started model keeps its port
+    await wait_group_gone(first.pid)
+    assert not port_listening(port)
+
+    status, body = await hub.post("/hub/models/tiny/load")
+    assert status == 200, body
+    meta = await hub.model("tiny")
+    assert (meta["process_state"], meta["memory_state"]) == ("running", "loaded")
+    second = assert_real_worker(meta, tiny_model)
+    assert second.pid != first.pid and meta["port"] == port
+    async with openai_client(hub) as client:
+        await chat_once(client, "tiny")
+
+    status, body = await hub.post("/hub/models/tiny/stop")
+    assert status == 200, body
+    meta = await hub.model("tiny")
+    assert (meta["process_state"], meta["memory_state"], meta["pid"], meta["port"]) == (
+        "stopped",
+        "unloaded",
+        None,
+        None,
+    )
+    await wait_group_gone(second.pid)
+    assert not port_listening(port) and port_bindable(port)
+
+    # A stopped model is neither loadable nor served.
+    status, body = await hub.post("/hub/models/tiny/load")
+    assert status == 400 and "not started" in body["error"]["message"]
+    async with openai_client(hub) as client:
+        with pytest.raises(openai.APIStatusError) as caught:
+            await chat_once(client, "tiny")
+    assert caught.value.status_code == 503
+    assert only_the_hub_runs(hub)
+
+
+@pytest.mark.e2e
+async def test_jit_model_loads_on_request_and_unloads_when_idle(
+    hub_factory: HubFactory, tiny_model: Path, worker_command: list[str]
+):
+    entry = real_model(
+        "jit",
+        tiny_model,
+        worker_command,
+        default=True,
+        jit_enabled=True,
+        auto_unload_minutes=IDLE_MINUTES,
+    )
+    hub = hub_factory([entry])
+    meta = await hub.wait_for("jit", lambda m: m["process_state"] == "running")
+    assert (meta["memory_state"], meta["pid"]) == ("unloaded", None)
+    assert only_the_hub_runs(hub)  # no worker yet
+
+    async with openai_client(hub) as client:
+        await chat_once(client, "jit")  # loads it, then answers
+        meta = await hub.model("jit")
+        assert (meta["process_state"], meta["memory_state"]) == ("running", "loaded")
+        first = assert_real_worker(meta, tiny_model)
+        assert meta["unload_at"] == pytest.approx(time.time() + IDLE_MINUTES * 60, abs=3)
+
+        meta = await hub.wait_for("jit", is_state("running", "unloaded"), timeout=30)
+        assert meta["pid"] is None
+        await wait_group_gone(first.pid)
+
+        # The next request (streaming this time) loads it again.
+        await chat_stream(client, str(tiny_model))
+        meta = await hub.model("jit")
+        assert meta["memory_state"] == "loaded"
+        second = assert_real_worker(meta, tiny_model)
+        assert second.pid != first.pid
+
+    log = (hub.log_path / "jit.log").read_text()
+    assert log.count("worker started: pid") == 2
