@@ -1,0 +1,297 @@
+"""The CLI's HTTP client for a running hub (synchronous, standard library only).
+
+Kept free of aiohttp, psutil and the hub's server modules so that short commands such as
+`status` start fast. Errors carry the reference's wording:
+
+- `Failed to contact hub daemon at <base>: <err>` when nothing answers;
+- `Daemon responded <code>: <payload>` for an HTTP error, where payload is the Python
+  repr of the parsed JSON body (usually the OpenAI error envelope).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+TOKEN_ENV_VAR = "MLX_HUB_TOKEN"
+# Hosts that mean "every interface": a client must pick a concrete address instead.
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "[::]", ""})
+# Connecting to a local hub is instant; a slow connect means nothing useful is there.
+CONNECT_TIMEOUT = 5.0
+# For reads that should be quick (status, health). Actions use no read timeout at all.
+QUICK_TIMEOUT = 15.0
+
+
+class HubClientError(Exception):
+    """Any failure talking to the hub; `str()` is the message shown to the user."""
+
+
+class HubUnreachable(HubClientError):
+    """Nothing answered at the hub's address (connection refused, timeout, DNS...)."""
+
+    def __init__(self, base_url: str, reason: object) -> None:
+        super().__init__(f"Failed to contact hub daemon at {base_url}: {reason}")
+        self.base_url = base_url
+        self.reason = reason
+
+
+class HubHTTPError(HubClientError):
+    """The hub answered with an HTTP error status."""
+
+    def __init__(self, status: int, payload: Any) -> None:
+        super().__init__(f"Daemon responded {status}: {payload!r}")
+        self.status = status
+        self.payload = payload
+
+    @property
+    def message(self) -> str:
+        """The envelope's `error.message`, else the whole payload as text."""
+        return envelope_message(self.payload) or repr(self.payload)
+
+
+def envelope_message(payload: Any) -> str | None:
+    """`error.message` of an OpenAI error envelope (or `detail` of a bare error), if any."""
+    if not isinstance(payload, dict):
+        return None
+    error = payload.get("error")
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return error["message"]
+    detail = payload.get("detail")
+    return detail if isinstance(detail, str) else None
+
+
+def connect_host(host: str | None) -> str:
+    """The address a client should dial for a hub bound to `host` (wildcards → loopback)."""
+    host = (host or "").strip()
+    if host in WILDCARD_HOSTS:
+        return "127.0.0.1"
+    return host.strip("[]")
+
+
+def browse_host(host: str | None) -> str:
+    """The host name to show a user in a URL (`localhost` for wildcard binds)."""
+    host = (host or "").strip()
+    return "localhost" if host in WILDCARD_HOSTS else host.strip("[]")
+
+
+def base_url_for(host: str, port: int) -> str:
+    """`http://host:port`, with brackets around IPv6 literals."""
+    return f"http://{url_host(host)}:{port}"
+
+
+def url_host(host: str) -> str:
+    """`host` as it goes into a URL's authority (IPv6 literals bracketed)."""
+    return f"[{host}]" if ":" in host else host
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with this pid exists and is not a zombie."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    except OSError:
+        return False
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """Linux only (cheap /proc read); elsewhere a zombie counts as alive."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            stat = fh.read()
+    except OSError:
+        return False
+    # The state letter follows the parenthesised command name, which may hold spaces.
+    return stat[stat.rfind(")") + 2 : stat.rfind(")") + 3] == "Z"
+
+
+def read_runtime(path: Path) -> dict[str, Any] | None:
+    """The hub's runtime file when it parses and names a live pid, else None."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    pid = data.get("pid")
+    if not isinstance(pid, int) or not pid_alive(pid):
+        return None
+    return data
+
+
+def read_token(token_path: Path | None) -> str | None:
+    """The control token: `MLX_HUB_TOKEN`, else the `hub.token` file, else None.
+
+    Same rule as `auth.read_token`, repeated here because `auth` imports aiohttp.
+    """
+    from_env = os.environ.get(TOKEN_ENV_VAR, "").strip()
+    if from_env:
+        return from_env
+    if token_path is None:
+        return None
+    try:
+        return token_path.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
+@dataclass
+class HubLocation:
+    """Where a hub listens, and what its runtime file says about it (if it is running)."""
+
+    host: str
+    port: int
+    runtime: dict[str, Any] | None = None
+
+    @property
+    def base_url(self) -> str:
+        """The URL a client connects to."""
+        return base_url_for(connect_host(self.host), self.port)
+
+    @property
+    def pid(self) -> int | None:
+        """The hub's pid, from a live runtime file."""
+        return self.runtime.get("pid") if self.runtime else None
+
+
+def locate(host: str, port: int, runtime_path: Path) -> HubLocation:
+    """The hub's address: the live runtime file's host/port, else the config's."""
+    runtime = read_runtime(runtime_path)
+    if runtime is not None:
+        try:
+            return HubLocation(str(runtime["host"]), int(runtime["port"]), runtime)
+        except (KeyError, TypeError, ValueError):
+            pass
+    return HubLocation(host, port, None)
+
+
+@dataclass
+class HubClient:
+    """Blocking JSON client for the hub's `/health` and `/hub/...` routes.
+
+    Each call opens its own connection, so one client may be shared between threads.
+    """
+
+    location: HubLocation
+    token_path: Path | None = None
+    token: str | None = field(default=None, repr=False)
+
+    @property
+    def base_url(self) -> str:
+        """The URL requests go to."""
+        return self.location.base_url
+
+    def _token(self) -> str | None:
+        # Read at call time: a hub started by this very command writes hub.token late.
+        return self.token or read_token(self.token_path)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        timeout: float | None = QUICK_TIMEOUT,
+    ) -> Any:
+        """Send one request and return the parsed JSON body (None when empty).
+
+        `timeout` bounds each socket read; None waits as long as the hub works on it.
+        Raises HubUnreachable or HubHTTPError.
+        """
+        url = self.location.base_url
+        headers = {"Accept": "application/json", "Connection": "close"}
+        token = self._token()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        conn = http.client.HTTPConnection(
+            connect_host(self.location.host), self.location.port, timeout=CONNECT_TIMEOUT
+        )
+        try:
+            conn.connect()
+            assert conn.sock is not None
+            conn.sock.settimeout(timeout)
+            conn.request(method, path, body=data, headers=headers)
+            response = conn.getresponse()
+            raw = response.read()
+            status = response.status
+        except (OSError, http.client.HTTPException) as exc:
+            raise HubUnreachable(url, _reason(exc)) from exc
+        finally:
+            conn.close()
+        payload = _parse_body(raw)
+        if status >= 400:
+            raise HubHTTPError(status, payload)
+        return payload
+
+    def health(self, timeout: float = 2.0) -> dict[str, Any]:
+        """GET /health."""
+        return self.request("GET", "/health", timeout=timeout)
+
+    def is_up(self, timeout: float = 2.0) -> bool:
+        """True when the hub answers /health."""
+        try:
+            self.health(timeout=timeout)
+        except HubClientError:
+            return False
+        return True
+
+    def status(self, timeout: float | None = QUICK_TIMEOUT) -> dict[str, Any]:
+        """GET /hub/status."""
+        return self.request("GET", "/hub/status", timeout=timeout)
+
+    def reload(self) -> dict[str, Any]:
+        """POST /hub/reload (no read timeout: the hub re-reads hub.yaml off its loop)."""
+        return self.request("POST", "/hub/reload", timeout=None)
+
+    def shutdown(self) -> dict[str, Any]:
+        """POST /hub/shutdown (the hub answers, then drains and exits)."""
+        return self.request("POST", "/hub/shutdown", timeout=QUICK_TIMEOUT)
+
+    def model_action(self, name: str, action: str, *, timeout: float | None = None) -> Any:
+        """POST /hub/models/<name>/<action>; by default waits until the action finished."""
+        return self.request(
+            "POST", f"/hub/models/{quote(name, safe='')}/{action}", {}, timeout=timeout
+        )
+
+    def wait_until_up(self, deadline: float, interval: float = 0.2) -> bool:
+        """Poll /health until it answers or `deadline` (a time.monotonic value) passes."""
+        while time.monotonic() < deadline:
+            if self.is_up(timeout=1.0):
+                return True
+            time.sleep(interval)
+        return False
+
+
+def _reason(exc: BaseException) -> str:
+    """Short text for a transport error, like httpx's (`[Errno 111] Connection refused`)."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    text = str(exc)
+    return text or type(exc).__name__
+
+
+def _parse_body(raw: bytes) -> Any:
+    """JSON body → object; empty → None; non-JSON or non-dict → `{"raw": text}`."""
+    if not raw:
+        return None
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return {"raw": text}
+    return parsed if isinstance(parsed, dict) else {"raw": text}
