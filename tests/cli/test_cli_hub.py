@@ -413,3 +413,16 @@ def test_progress_and_colours_on_a_terminal(hub_factory: HubFactory):
     frame_lines = 4  # summary, header, divider, one row
     assert f"\x1b[{frame_lines}F" in out
     assert ANSI.sub("", out).count("models=1") == 2
+
+
+def test_start_prints_a_login_link_only_on_a_terminal_and_for_a_lan_hub(hub_factory: HubFactory):
+    # A hub listening on every interface: other machines may open its page.
+    hub = hub_factory([fake_model("a")], host="0.0.0.0")
+    env = cli_env(hub.env)
+    out, code = run_in_pty(["--config", str(hub.config_path), "start", "--no-wait"], env)
+    assert code == 0, out
+    link = re.search(r"From another machine: (http://\S+/hub/login\?token=(\S+))", ANSI.sub("", out))
+    assert link and link.group(2) == hub.token
+    piped = cli(hub, "start", "--no-wait")
+    assert piped.returncode == 0 and "login?token" not in piped.stdout
+    assert hub.token not in piped.stdout
