@@ -421,7 +421,8 @@ def test_start_prints_a_login_link_only_on_a_terminal_and_for_a_lan_hub(hub_fact
     env = cli_env(hub.env)
     out, code = run_in_pty(["--config", str(hub.config_path), "start", "--no-wait"], env)
     assert code == 0, out
-    link = re.search(r"From another machine: (http://\S+/hub/login\?token=(\S+))", ANSI.sub("", out))
+    plain = ANSI.sub("", out)
+    link = re.search(r"From another machine: (http://\S+/hub/login\?token=(\S+))", plain)
     assert link and link.group(2) == hub.token
     piped = cli(hub, "start", "--no-wait")
     assert piped.returncode == 0 and "login?token" not in piped.stdout
