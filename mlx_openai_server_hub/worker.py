@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -32,8 +33,13 @@ logger = logging.getLogger("mlx_hub.worker")
 WORKER_EXECUTABLE = "mlx-openai-server"
 STOP_GRACE_SECONDS = 10.0
 READY_POLL_SECONDS = 0.2
+# A line of worker output (uvicorn's "Uvicorn running on ..." comes right after it
+# binds) triggers a readiness probe at once, but not more often than this.
+READY_MIN_PROBE_GAP_SECONDS = 0.01
 TAIL_LINES = 20
 PROGRESS_EVERY_SECONDS = 15.0
+# Workers colour their output even into a pipe; logs and error messages want text.
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 HELP_TIMEOUT_SECONDS = 120.0
 
 
@@ -172,6 +178,9 @@ class WorkerProcess:
         self.started_at: float | None = None
         self.create_time: float | None = None
         self.exited = asyncio.Event()
+        # Set for each line the worker prints: wakes `wait_ready` to probe now rather
+        # than at the next poll (a JIT request waits for that probe).
+        self._output = asyncio.Event()
         self._pump: asyncio.Task[None] | None = None
 
     @property
@@ -229,8 +238,11 @@ class WorkerProcess:
                 raw = await stream.read(64 * 1024)
             if not raw:
                 return
-            line = raw.decode("utf-8", "replace").rstrip()
+            line = _ANSI_ESCAPE.sub("", raw.decode("utf-8", "replace")).rstrip()
+            if not line:
+                continue
             self.tail.append(line)
+            self._output.set()
             if self.log is not None:
                 self.log.info(line)
 
@@ -264,11 +276,28 @@ class WorkerProcess:
                     f"Worker for '{self.name}' was not ready within {timeout:g} s "
                     f"(startup_timeout). Last output:\n{self.tail_text()}"
                 )
+            self._output.clear()
+            probed_at = time.monotonic()
             if await self._health_ok(session, probe):
                 self._mark("worker ready")
                 return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.exited.wait(), READY_POLL_SECONDS)
+            await self._wait_for_news(READY_POLL_SECONDS)
+            gap = probed_at + READY_MIN_PROBE_GAP_SECONDS - time.monotonic()
+            if gap > 0:
+                await asyncio.sleep(gap)
+
+    async def _wait_for_news(self, timeout: float) -> None:
+        """Wait until the worker prints a line or exits, at most `timeout` seconds."""
+        waits = {
+            asyncio.ensure_future(self.exited.wait()),
+            asyncio.ensure_future(self._output.wait()),
+        }
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
 
     async def _health_ok(
         self, session: aiohttp.ClientSession, probe: aiohttp.ClientTimeout
