@@ -901,15 +901,10 @@ def cmd_serve(cli: Cli, no_stderr_log: bool) -> None:
 # --- init ------------------------------------------------------------------------------------
 
 
-def default_worker() -> Path | None:
-    """`mlx-openai-server` beside this interpreter, else on PATH."""
-    import shutil
+def _default_worker() -> Path | None:
+    from .worker import default_worker_executable  # the hub's own rule for finding it
 
-    beside = Path(sys.executable).parent / "mlx-openai-server"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return beside
-    found = shutil.which("mlx-openai-server")
-    return Path(found) if found else None
+    return default_worker_executable()
 
 
 def _shebang_python(exe: Path) -> str | None:
@@ -997,7 +992,7 @@ def cmd_init(cli: Cli, demo: bool, worker_command: Path | None, model_path: str 
         fail(f"{path} already exists; not overwriting it")
     worker = worker_command.expanduser().absolute() if worker_command else None
     if demo:
-        worker = worker or default_worker()
+        worker = worker or _default_worker()
         if worker is None or not worker.is_file():
             fail(
                 "No mlx-openai-server worker found; pass --worker-command PATH "

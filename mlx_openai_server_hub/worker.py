@@ -52,16 +52,22 @@ class WorkerStartError(Exception):
         self.exit_code = exit_code
 
 
+def default_worker_executable() -> Path | None:
+    """`mlx-openai-server` installed beside this Python, else the one on PATH."""
+    beside = Path(sys.executable).parent / WORKER_EXECUTABLE
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return beside
+    on_path = shutil.which(WORKER_EXECUTABLE)
+    return Path(on_path) if on_path else None
+
+
 def resolve_worker_command(configured: Sequence[str] | None, config_path: Path) -> list[str]:
     """The worker command: as configured, else beside our Python, else on PATH."""
     if configured:
         return list(configured)
-    beside = Path(sys.executable).parent / WORKER_EXECUTABLE
-    if beside.exists():
-        return [str(beside)]
-    on_path = shutil.which(WORKER_EXECUTABLE)
-    if on_path:
-        return [on_path]
+    found = default_worker_executable()
+    if found is not None:
+        return [str(found)]
     raise HubError(
         f"No '{WORKER_EXECUTABLE}' found beside {sys.executable} or on PATH. Install "
         f"mlx-openai-server, or set 'worker_command' in {config_path}.",

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from mlx_openai_server_hub.cli import worker_python as cli_worker_python
+
 WORKER_ENV_VAR = "MLX_HUB_TEST_WORKER"
 
 #: Environment the worker (and demo_model.py) should run with: nothing may be fetched from a
@@ -56,40 +58,15 @@ def real_worker_command() -> list[str]:
     return [str(exe)]
 
 
-def _shebang_python(worker_exe: Path) -> str | None:
-    """Interpreter named by a console script's shebang (plain or pip's /bin/sh trampoline)."""
-    try:
-        with worker_exe.open("rb") as fh:
-            head = fh.read(1024).decode("utf-8", errors="replace").splitlines()
-    except OSError:
-        return None
-    if not head or not head[0].startswith("#!"):
-        return None
-    first = head[0][2:].strip()
-    if first.split()[0].endswith("/sh") and len(head) > 1:
-        # pip writes  #!/bin/sh  +  '''exec' "/long/path/python" "$0" "$@"  for long paths.
-        parts = head[1].split('"')
-        if len(parts) > 1 and parts[1]:
-            return parts[1]
-        return None
-    return first.split()[0] or None
-
-
 def worker_python(worker_exe: str | os.PathLike[str]) -> str:
-    """Return the Python interpreter of the virtualenv that holds ``worker_exe``.
+    """The Python interpreter of the virtualenv that holds ``worker_exe``.
 
-    Uses the sibling ``python``/``python3`` of the executable (without resolving symlinks: a
-    venv's python is a symlink to the base interpreter), else the script's shebang.
+    The same rule `init --demo` uses, so the tests exercise it too.
     """
-    exe = Path(worker_exe).expanduser()
-    for name in ("python", "python3"):
-        candidate = exe.parent / name
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    shebang = _shebang_python(exe)
-    if shebang and Path(shebang).is_file():
-        return shebang
-    raise RuntimeError(f"cannot find the Python interpreter of the worker at {exe}")
+    found = cli_worker_python(Path(worker_exe).expanduser())
+    if found is None:
+        raise RuntimeError(f"cannot find the Python interpreter of the worker at {worker_exe}")
+    return str(found)
 
 
 def demo_model_script() -> Path:
