@@ -18,6 +18,7 @@ from pathlib import Path
 
 import attrs
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .auth import (
     OPEN_PATHS,
@@ -48,6 +49,11 @@ from .supervisor import Supervisor
 
 logger = logging.getLogger("mlx_hub")
 
+# A connection that sends no (complete) request for this long is closed: idle
+# keep-alive connections, and clients that never finish their headers. aiohttp's
+# own default is an hour, which lets stalled clients pile up open files.
+IDLE_CONNECTION_SECONDS = 75.0
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -65,6 +71,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         return error_response(exc.reason if exc.text is None else _http_text(exc), exc.status)
+    except (web.RequestPayloadError, HttpProcessingError) as exc:
+        # A body aiohttp cannot decode (bad gzip, broken chunking, a multipart part with
+        # broken headers): the client's fault, not the hub's.
+        return error_response(f"Malformed request body: {_payload_reason(exc)}", 400)
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception:
@@ -77,9 +87,15 @@ def _http_text(exc: web.HTTPException) -> str:
     return text.removeprefix(f"{exc.status}: ")
 
 
+def _payload_reason(exc: Exception) -> str:
+    """aiohttp's payload errors read "400, message:\\n  <reason>": keep the reason."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Host check for everyone; token or page session for /hub; API keys for /v1."""
+    """Host check for everyone; token or page session for /hub; origin, API keys for /v1."""
     auth = request.app[AUTH_KEY]
     path = request.path
     if path == "/health":
@@ -92,8 +108,13 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         refusal = _control_refusal(auth, request)
         if refusal is not None:
             return refusal
-    elif path.startswith("/v1/") and not auth.check_api_key(bearer_of(request)):
-        return error_response("Invalid or missing API key (Authorization: Bearer <key>)", 401)
+    elif path.startswith("/v1/"):
+        if "Origin" in request.headers and not auth.same_origin(request):
+            # A web page elsewhere can send a "simple" POST (text/plain, a form) without
+            # a CORS preflight: it must not make this machine load and run models.
+            return error_response("Cross-origin request refused", 403)
+        if not auth.check_api_key(bearer_of(request)):
+            return error_response("Invalid or missing API key (Authorization: Bearer <key>)", 401)
     return await handler(request)
 
 
@@ -137,11 +158,16 @@ def build_app(supervisor: Supervisor, auth: Auth) -> web.Application:
 
 
 class RuntimeFile:
-    """Keeps hub_runtime.json current, writing off the event loop."""
+    """Keeps hub_runtime.json current, writing off the event loop.
 
-    def __init__(self, path: Path, state: RuntimeState) -> None:
+    A failed write shows in the status warnings (through `log_files`): without
+    the file, the next start cannot end the workers of a hub that was killed.
+    """
+
+    def __init__(self, path: Path, state: RuntimeState, log_files: LogFiles) -> None:
         self.path = path
         self.state = state
+        self._log_files = log_files
         self._dirty = asyncio.Event()
         self._dirty.set()
 
@@ -160,6 +186,9 @@ class RuntimeFile:
                 await asyncio.to_thread(write_runtime, self.path, snapshot)
             except OSError as exc:
                 logger.warning("Cannot write %s: %s", self.path, exc)
+                self._log_files.record_error(str(self.path), exc)
+            else:
+                self._log_files.record_ok(str(self.path))
 
 
 def serve(config_path: Path, *, log_to_stderr: bool = True) -> int:
@@ -195,12 +224,19 @@ async def _run_hub(config: HubConfig, log_files: LogFiles, log_to_stderr: bool) 
     )
     if not _clear_previous_run(config):
         return 1
-    auth = Auth(load_or_create_token(config.token_path), config.api_keys, local_names(config.host))
-    runtime = RuntimeFile(config.runtime_path, RuntimeState(os.getpid(), config.host, config.port))
+    names = local_names(config.host) | {h.lower() for h in config.allowed_hosts}
+    auth = Auth(load_or_create_token(config.token_path), config.api_keys, names)
+    state = RuntimeState(os.getpid(), config.host, config.port)
+    runtime = RuntimeFile(config.runtime_path, state, log_files)
     supervisor = Supervisor(config, log_files, on_workers_changed=runtime.update)
     await supervisor.open()
     app = build_app(supervisor, auth)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    runner = web.AppRunner(
+        app,
+        handler_cancellation=True,
+        access_log=None,
+        keepalive_timeout=IDLE_CONNECTION_SECONDS,
+    )
     await runner.setup()
     writer = asyncio.create_task(runtime.run(), name="runtime-file-writer")
     try:
@@ -243,7 +279,11 @@ def _clear_previous_run(config: HubConfig) -> bool:
 
 
 async def _wait_for_stop(stop: asyncio.Event, supervisor: Supervisor) -> None:
-    """Wait for SIGTERM, SIGINT or /hub/shutdown. A second signal kills workers at once."""
+    """Wait for SIGTERM, SIGINT, SIGHUP or /hub/shutdown. A second signal kills workers now.
+
+    SIGHUP (the terminal running `serve` closed) stops the hub like SIGTERM: its
+    default action would end the hub at once and leave the workers behind.
+    """
     loop = asyncio.get_running_loop()
 
     def on_signal() -> None:
@@ -252,6 +292,6 @@ async def _wait_for_stop(stop: asyncio.Event, supervisor: Supervisor) -> None:
             supervisor.kill_all_now()
         stop.set()
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, on_signal)
     await stop.wait()

@@ -67,7 +67,10 @@ def read_token(path: Path) -> str | None:
 
 def secrets_equal(given: str, expected: str) -> bool:
     """Constant-time comparison of two secrets."""
-    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+    # surrogatepass: a header with bytes that are not UTF-8 is a wrong secret, not a crash.
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
 
 
 def bearer_of(request: web.Request) -> str | None:
@@ -93,8 +96,13 @@ def is_loopback(host: str | None) -> bool:
 
 
 def split_host(host_header: str) -> str:
-    """The host part of a Host header (`[::1]:8000` → `::1`, `a:80` → `a`)."""
-    parsed = urlsplit("//" + host_header)
+    """The host part of a Host header (`[::1]:8000` → `::1`, `a:80` → `a`); "" if malformed."""
+    if any(char in host_header for char in "@/?#\\"):
+        return ""  # userinfo or a path: not a plain host[:port], never a name of ours
+    try:
+        parsed = urlsplit("//" + host_header)
+    except ValueError:  # e.g. an unclosed "[::1"
+        return ""
     return (parsed.hostname or "").lower()
 
 

@@ -13,6 +13,7 @@ import math
 import os
 import re
 import shlex
+import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ HUB_HOME = Path("~/mlx-openai-server-hub")
 DEFAULT_CONFIG_PATH = HUB_HOME / "hub.yaml"
 DEFAULT_LOG_PATH = HUB_HOME / "logs"
 CONFIG_ENV_VAR = "MLX_HUB_CONFIG_PATH"
+# A hub.yaml is a few KB: anything far bigger is a mistake, not a config.
+MAX_CONFIG_BYTES = 2**20
 
 MODEL_TYPES = ("lm", "multimodal", "image-generation", "image-edit", "embeddings", "whisper")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -147,8 +150,16 @@ def load_config(path: str | os.PathLike[str]) -> HubConfig:
     """
     source = Path(path).expanduser().absolute()
     try:
+        # Not a FIFO (the read would block forever) nor a device such as /dev/zero (it
+        # would never end): a reload must not hang or exhaust the hub's memory.
+        if not stat.S_ISREG(source.stat().st_mode):
+            raise OSError("not a regular file")
+        with source.open("rb") as stream:
+            raw = stream.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise OSError(f"larger than {MAX_CONFIG_BYTES // 2**20} MB")
         # utf-8-sig: editors on some systems save a byte-order mark.
-        text = source.read_text(encoding="utf-8-sig")
+        text = raw.decode("utf-8-sig")
     except FileNotFoundError:
         raise ConfigError(f"Hub config file not found: {source}") from None
     except (OSError, UnicodeDecodeError) as exc:

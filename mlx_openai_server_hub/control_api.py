@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .bodies import read_within_idle_timeout
 from .errors import HubError
 from .keys import SUPERVISOR_KEY
 from .supervisor import Supervisor
@@ -146,7 +147,7 @@ async def _ignore_body(request: web.Request) -> None:
     """Bodies are optional here, but if one is sent it must be a JSON object."""
     if not request.can_read_body:
         return
-    raw = await request.read()
+    raw = await read_within_idle_timeout(request, request.read())
     if not raw.strip():
         return
     try:

@@ -14,6 +14,7 @@ The auth middleware (app.py) lets `/hub/login`, `/hub/static/*` and the exact
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,13 @@ import jinja2
 from aiohttp import web
 
 from .auth import bearer_of
+from .bodies import read_within_idle_timeout
 from .errors import error_response
 from .keys import AUTH_KEY, SUPERVISOR_KEY
 
 PAGE_TEMPLATE = "hub_status.html.jinja"
 LOGIN_TEMPLATE = "hub_login.html.jinja"
-STATIC_ROUTE = "hub_dashboard_static"
+STATIC_FILES = ("hub.css", "hub.js")
 DISABLED_MESSAGE = "Hub status page is disabled in configuration."
 
 # The page loads nothing from elsewhere and may not be framed.
@@ -70,7 +72,8 @@ def setup_dashboard(app: web.Application) -> None:
     app.router.add_get("/hub", hub_page)
     app.router.add_get("/hub/login", login_link)
     app.router.add_post("/hub/login", login_form)
-    app.router.add_static("/hub/static/", static_dir(), name=STATIC_ROUTE)
+    # Only the page's own files: no path from the URL ever reaches the file system.
+    app.router.add_get("/hub/static/{filename:.*}", static_file)
 
 
 def _page_enabled(request: web.Request) -> bool:
@@ -80,9 +83,16 @@ def _page_enabled(request: web.Request) -> bool:
 
 def _asset_url(request: web.Request, filename: str) -> str:
     """`/hub/static/<filename>?v=<hash>`, so a new release is never served stale."""
-    resource = request.app.router[STATIC_ROUTE]
-    assert isinstance(resource, web.StaticResource)
-    return str(resource.url_for(filename=filename, append_version=True))
+    version = hashlib.sha256((static_dir() / filename).read_bytes()).hexdigest()[:16]
+    return f"/hub/static/{filename}?v={version}"
+
+
+async def static_file(request: web.Request) -> web.StreamResponse:
+    """`GET /hub/static/<name>`: one of STATIC_FILES, else 404 (the error envelope)."""
+    filename = request.match_info["filename"]
+    if filename not in STATIC_FILES:
+        raise web.HTTPNotFound()
+    return web.FileResponse(static_dir() / filename)
 
 
 def _render(
@@ -144,7 +154,10 @@ async def login_form(request: web.Request) -> web.Response:
     """`POST /hub/login` with form field `token`."""
     if not _page_enabled(request):
         return error_response(DISABLED_MESSAGE, 404)
-    form = await request.post()
+    try:
+        form = await read_within_idle_timeout(request, request.post())
+    except (ValueError, AssertionError):  # a broken multipart body
+        return error_response("Malformed form body", 400)
     token = form.get("token")
     token = token.strip() if isinstance(token, str) else ""
     if not token:

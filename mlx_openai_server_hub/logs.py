@@ -29,6 +29,7 @@ class _FileHandler(logging.handlers.RotatingFileHandler):
 
     def __init__(self, path: Path, owner: LogFiles) -> None:
         self._owner = owner
+        self._failed = False
         # delay=True: opening (and creating the folder) happens in the writer thread.
         super().__init__(path, maxBytes=MAX_BYTES, backupCount=BACKUP_COUNT, delay=True)
 
@@ -38,10 +39,14 @@ class _FileHandler(logging.handlers.RotatingFileHandler):
         except OSError as exc:
             self._owner.record_error(self.baseFilename, exc)
             return
+        # A failed write does not raise: the base class calls handleError and returns.
+        self._failed = False
         super().emit(record)
-        self._owner.record_ok(self.baseFilename)
+        if not self._failed:
+            self._owner.record_ok(self.baseFilename)
 
     def handleError(self, record: logging.LogRecord) -> None:
+        self._failed = True
         exc = sys.exc_info()[1]
         self._owner.record_error(self.baseFilename, exc)
 
@@ -109,9 +114,9 @@ class LogFiles:
                 self._errors.pop(path, None)
 
     def warnings(self) -> list[str]:
-        """One line per log file that cannot be written right now."""
+        """One line per file (logs, hub_runtime.json) that cannot be written right now."""
         with self._lock:
-            return [f"Cannot write log file {p}: {e}" for p, e in sorted(self._errors.items())]
+            return [f"Cannot write {p}: {e}" for p, e in sorted(self._errors.items())]
 
     def close(self) -> None:
         """Flush everything and close the files."""

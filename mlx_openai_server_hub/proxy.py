@@ -19,6 +19,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
+from .bodies import read_within_idle_timeout
 from .errors import HubError, error_body
 from .keys import SUPERVISOR_KEY
 from .states import MemoryState
@@ -76,7 +77,11 @@ def setup_proxy(app: web.Application) -> None:
 async def _upstream_session(app: web.Application) -> Any:
     # Keep-alive connections to workers are reused; no cap, the workers queue.
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30)
-    session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+    # No cookie jar: a proxy must not keep one client's cookies for the next, and
+    # skipping the jar's per-request filtering and updating saves CPU on every request.
+    session = aiohttp.ClientSession(
+        connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
+    )
     app[UPSTREAM_SESSION_KEY] = session
     yield
     await session.close()
@@ -87,7 +92,7 @@ async def _upstream_session(app: web.Application) -> Any:
 
 async def proxy_json(request: web.Request) -> web.StreamResponse:
     """A JSON body with a `model` field (chat, completions, embeddings, ...)."""
-    payload = _parse_json_object(await request.read())
+    payload = _parse_json_object(await read_within_idle_timeout(request, request.read()))
     name = _required_model(payload.get("model"))
     supervisor = request.app[SUPERVISOR_KEY]
 
@@ -106,7 +111,7 @@ async def proxy_multipart(request: web.Request) -> web.StreamResponse:
     """A multipart form with a `model` field (transcriptions, image edits)."""
     if not request.content_type.startswith("multipart/"):
         raise HubError("This endpoint expects a multipart/form-data body", 400)
-    fields = await _read_form(request)
+    fields = await read_within_idle_timeout(request, _read_form(request))
     model_values = [value for key, value, _ in fields if key == "model"]
     name = _required_model(model_values[0] if model_values else None)
     supervisor = request.app[SUPERVISOR_KEY]
@@ -342,7 +347,12 @@ async def _read_form(request: web.Request) -> list[tuple[str, Any, dict[str, str
 
 
 def _forward_headers(request: web.Request) -> CIMultiDict[str]:
-    return CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS)
+    # Content-Encoding too: aiohttp decompressed the body and the hub sends it re-encoded.
+    return CIMultiDict(
+        (k, v)
+        for k, v in request.headers.items()
+        if k.lower() not in _HOP_HEADERS and k.lower() != "content-encoding"
+    )
 
 
 def _json_headers(request: web.Request) -> CIMultiDict[str]:

@@ -235,6 +235,7 @@ class Supervisor:
             jit = rt.config.jit_enabled
             self._move(rt, process=ProcessState.RUNNING if jit else ProcessState.STARTING)
         if rt.config.jit_enabled:
+            self._warm_launch_help(rt)
             return
         try:
             await self._ensure_loaded(rt, deadline=None)
@@ -284,8 +285,6 @@ class Supervisor:
         While held, the model counts as busy: it is never evicted or
         idle-unloaded. A stream holds it until its last byte.
         """
-        if not self.accepting:
-            raise HubError("The hub is shutting down; not accepting new requests", 503)
         rt = self.resolve(requested)
         self._check_servable(rt)
         if rt.memory != MemoryState.LOADED:
@@ -307,6 +306,8 @@ class Supervisor:
                 self._notify()
 
     def _check_servable(self, rt: ModelRuntime) -> None:
+        if not self.accepting:  # no new worker may start once shutdown has begun
+            raise HubError("The hub is shutting down; not accepting new requests", 503)
         if rt.process in SERVABLE:
             return
         if rt.process == ProcessState.FAILED:
@@ -437,10 +438,24 @@ class Supervisor:
         logger.info("Model '%s' loaded in %.1f s", rt.name, time.monotonic() - started)
         self._arm_idle_timer(rt)
 
+    def _worker_command_and_env(self, cfg: ModelConfig) -> tuple[list[str], dict[str, str]]:
+        command = resolve_worker_command(cfg.worker_command, self.config.source_path)
+        return command, {**os.environ, "PYTHONUNBUFFERED": "1", **cfg.env}
+
+    def _warm_launch_help(self, rt: ModelRuntime) -> None:
+        """Read the worker's `launch --help` now, in the background.
+
+        A JIT model's first request would otherwise wait for it on top of the
+        worker's own start (3.6 s for the real worker here). A failure is not
+        reported now: the first load runs it again and reports it.
+        """
+        with contextlib.suppress(HubError):
+            command, env = self._worker_command_and_env(rt.config)
+            self._spawn(self._help.options_for(command, env), f"launch-help:{rt.name}")
+
     async def _spawn_worker(self, rt: ModelRuntime) -> WorkerProcess:
         cfg = rt.config
-        command = resolve_worker_command(cfg.worker_command, self.config.source_path)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **cfg.env}
+        command, env = self._worker_command_and_env(cfg)
         options = await self._help.options_for(command, env)
         rt.port = self._ports.renew(rt.name, rt.worker_host, cfg.port)
         args, warnings = build_launch_args(cfg, rt.worker_host, rt.port, options)

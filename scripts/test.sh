@@ -27,16 +27,17 @@ if [ ! -x .venv/bin/python ]; then
     say "creating .venv"
     "$PYTHON" -m venv .venv
 fi
-stamp=".venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)"
+stamp=".venv/.installed-$("$PYTHON" -c \
+    'import hashlib; print(hashlib.sha256(open("pyproject.toml", "rb").read()).hexdigest()[:16])')"
 if [ ! -f "$stamp" ]; then
     say "installing the hub and its test dependencies into .venv"
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q -e '.[test]'
     touch "$stamp"
 fi
-if [ "$(uname -s)" = "Darwin" ] && [ -z "${MLX_HUB_CHROMIUM:-}" ] \
+if [ "$(uname -s)" = "Darwin" ] && [ -z "${MLX_HUB_TEST_CHROMIUM:-}" ] \
     && [ ! -d "/Applications/Google Chrome.app" ]; then
-    say "installing Playwright's Chromium for the browser tests"
+    say "installing Playwright's Chromium for the browser tests (no Chrome found)"
     .venv/bin/python -m playwright install chromium
 fi
 

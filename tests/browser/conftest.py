@@ -1,7 +1,9 @@
-"""Browser fixtures: real headless Chromium (the system's) driven by Playwright's sync API.
+"""Browser fixtures: real headless Chromium driven by Playwright's sync API.
 
-Playwright's own browser downloads are never used: `MLX_HUB_TEST_CHROMIUM` (default
-`/usr/bin/chromium`) is launched instead. A missing browser fails the tests (no skip).
+The browser is `MLX_HUB_TEST_CHROMIUM`, else the system's (`/usr/bin/chromium` from
+Debian, or Google Chrome on a Mac), else Playwright's own Chromium (which
+`scripts/test.sh` installs on a Mac without Chrome). A missing browser fails the tests
+(no skip).
 """
 
 from __future__ import annotations
@@ -13,7 +15,11 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, ViewportSize, sync_playwright
 
-CHROMIUM_PATH = os.environ.get("MLX_HUB_TEST_CHROMIUM", "/usr/bin/chromium")
+_MAC_CHROME = "/Applications/Google Chrome.app/Contents/MacOS/Google Chrome"
+# None: Playwright's own Chromium.
+CHROMIUM_PATH: str | None = os.environ.get("MLX_HUB_TEST_CHROMIUM") or next(
+    (p for p in ("/usr/bin/chromium", _MAC_CHROME) if Path(p).exists()), None
+)
 CHROMIUM_ARGS = (
     "--no-sandbox",
     "--disable-gpu",
@@ -30,17 +36,17 @@ PageFactory = Callable[..., Page]
 BrowserLauncher = Callable[..., Browser]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def playwright_session() -> Iterator[Playwright]:
     """One Playwright driver for the whole run."""
     with sync_playwright() as playwright:
         yield playwright
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def launch_chromium(playwright_session: Playwright) -> Iterator[BrowserLauncher]:
     """Launch a headless Chromium with extra command-line flags; all closed at the end."""
-    if not Path(CHROMIUM_PATH).exists():
+    if CHROMIUM_PATH is not None and not Path(CHROMIUM_PATH).exists():
         pytest.fail(f"Chromium not found at {CHROMIUM_PATH} (set MLX_HUB_TEST_CHROMIUM)")
     launched: list[Browser] = []
 
@@ -56,7 +62,7 @@ def launch_chromium(playwright_session: Playwright) -> Iterator[BrowserLauncher]
         browser.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chromium(launch_chromium: BrowserLauncher) -> Browser:
     """The shared headless Chromium."""
     return launch_chromium()
