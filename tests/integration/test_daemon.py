@@ -357,3 +357,12 @@ def test_token_file_is_created_private(hub_factory: HubFactory):
     assert token_file.stat().st_mode & 0o777 == 0o600
     assert len(token_file.read_text().strip()) >= 32
     assert TEST_TOKEN not in token_file.read_text()
+
+
+async def test_allowed_hosts_adds_names_the_hub_answers_to(hub_factory: HubFactory, http):
+    hub = hub_factory([fake_model("a")], allowed_hosts=["Studio.LAN"])
+    async with http.get(hub.url + "/v1/models", headers={"Host": "studio.lan:8000"}) as r:
+        assert r.status == 200
+    async with http.get(hub.url + "/v1/models", headers={"Host": "other.lan"}) as r:
+        assert r.status == 403
+        assert "other.lan" in (await r.json())["error"]["message"]
