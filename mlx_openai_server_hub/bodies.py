@@ -11,8 +11,9 @@ whenever bytes arrive.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -48,3 +49,19 @@ async def read_within_idle_timeout(request: web.Request, reading: Awaitable[T]) 
         if not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+
+def parse_json_object(raw: bytes, message: str) -> dict[str, Any]:
+    """Decode a request body that must be a JSON object; 400 with `message` otherwise.
+
+    RecursionError is caught too: `[[[[...` a few thousand deep exhausts the decoder's
+    recursion limit, and that is a bad request, not a server error.
+    """
+    try:
+        payload: Any = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise HubError(f"{message}: {detail}", 400) from None
+    if not isinstance(payload, dict):
+        raise HubError(message, 400)
+    return payload

@@ -7,14 +7,13 @@ tasks the supervisor owns, so a client that disconnects does not cancel them.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
-from .bodies import read_within_idle_timeout
+from .bodies import parse_json_object, read_within_idle_timeout
 from .errors import HubError
 from .keys import SUPERVISOR_KEY
 from .supervisor import Supervisor
@@ -150,12 +149,7 @@ async def _ignore_body(request: web.Request) -> None:
     raw = await read_within_idle_timeout(request, request.read())
     if not raw.strip():
         return
-    try:
-        body: Any = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise HubError("Request body must be a JSON object (or empty)", 400) from None
-    if not isinstance(body, dict):
-        raise HubError("Request body must be a JSON object (or empty)", 400)
+    parse_json_object(raw, "Request body must be a JSON object (or empty)")
 
 
 def _service_reply(action: str, message: str, details: dict[str, Any] | None) -> web.Response:

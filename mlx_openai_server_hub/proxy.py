@@ -19,7 +19,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from .bodies import read_within_idle_timeout
+from .bodies import parse_json_object, read_within_idle_timeout
 from .errors import HubError, error_body
 from .keys import SUPERVISOR_KEY
 from .states import MemoryState
@@ -92,7 +92,8 @@ async def _upstream_session(app: web.Application) -> Any:
 
 async def proxy_json(request: web.Request) -> web.StreamResponse:
     """A JSON body with a `model` field (chat, completions, embeddings, ...)."""
-    payload = _parse_json_object(await read_within_idle_timeout(request, request.read()))
+    raw = await read_within_idle_timeout(request, request.read())
+    payload = parse_json_object(raw, "Request body must be a JSON object")
     name = _required_model(payload.get("model"))
     supervisor = request.app[SUPERVISOR_KEY]
 
@@ -300,16 +301,6 @@ async def _write_sse_error(
 
 
 # ----------------------------------------------------------------- parsing
-
-
-def _parse_json_object(raw: bytes) -> dict[str, Any]:
-    try:
-        payload = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise HubError(f"Request body is not valid JSON: {exc}", 400) from None
-    if not isinstance(payload, dict):
-        raise HubError("Request body must be a JSON object", 400)
-    return payload
 
 
 def _required_model(value: Any) -> str:

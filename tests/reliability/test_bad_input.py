@@ -141,6 +141,18 @@ def test_hostile_model_names_get_4xx_and_touch_nothing(hub: Hub) -> None:
     )
 
 
+@pytest.mark.parametrize("path", [CHAT, "/v1/embeddings", "/hub/reload", "/hub/models/a/load"])
+@pytest.mark.parametrize(
+    "body", [b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 50_000 + b"1" + b"}" * 50_000]
+)
+def test_absurdly_nested_json_is_a_400(hub: Hub, path: str, body: bytes) -> None:
+    """JSON nested past the decoder's recursion limit is a bad request, not a 500."""
+    status, answer = raw_request(hub, "POST", path, body)
+    assert status == 400, (status, answer)
+    assert "nested too deeply" in answer["error"]["message"]
+    assert answer["error"]["code"] == "400"
+
+
 def _send_and_close(port: int, data: bytes) -> None:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(data)
