@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the reliability and security tests (tests/reliability, the soak test included,
-# about 4 minutes) and print the table of figures that docs/reliability.md shows.
+# about 6 minutes) and print the table of figures that docs/reliability.md shows.
 # Extra arguments go to pytest (e.g. `scripts/reliability-report.sh -m "not soak"`).
 # Needs the test environment of scripts/test.sh (.venv with `.[test]` installed).
 set -euo pipefail

@@ -116,6 +116,19 @@ def only_the_hub_runs(hub: Hub) -> bool:
     return [p.pid for p in hub.leftovers()] == [hub.proc.pid]
 
 
+async def wait_until_only_the_hub_runs(hub: Hub, timeout: float = 30.0) -> None:
+    """No worker runs: the hub's one child, a `launch --help` probe for a JIT model, ends.
+
+    A worker would not end on its own, so a started worker makes this fail.
+    """
+    deadline = time.monotonic() + timeout
+    while not only_the_hub_runs(hub):
+        if time.monotonic() > deadline:
+            others = [p.cmdline() for p in hub.leftovers() if p.pid != hub.proc.pid]
+            pytest.fail(f"processes besides the hub: {others}")
+        await asyncio.sleep(0.1)
+
+
 def is_state(process: str, memory: str):
     return lambda m: (m["process_state"], m["memory_state"]) == (process, memory)
 
@@ -231,7 +244,7 @@ async def test_jit_model_loads_on_request_and_unloads_when_idle(
     hub = hub_factory([entry])
     meta = await hub.wait_for("jit", lambda m: m["process_state"] == "running")
     assert (meta["memory_state"], meta["pid"]) == ("unloaded", None)
-    assert only_the_hub_runs(hub)  # no worker yet
+    await wait_until_only_the_hub_runs(hub)  # no worker yet
 
     async with openai_client(hub) as client:
         await chat_once(client, "jit")  # loads it, then answers

@@ -30,16 +30,18 @@ pytestmark = pytest.mark.soak
 
 MODELS = ["x", "y", "z"]
 CLIENTS = 12
-REQUESTS = 5000
+REQUESTS = 4000
 PHASE = 1.0  # seconds: the clients' common model changes this often
 CROSS_TRAFFIC = 0.05  # requests to a random model instead: each forces a hand-over
-TIME_LIMIT = 180.0  # seconds for the thrash itself; the test fails if it is not done
+# Seconds for the thrash itself: it catches a stalled hub, not a slow machine. Hand-overs
+# (a fake worker's start, ~0.4 s) set the pace: 25-40 requests/s on two cores.
+TIME_LIMIT = 360.0
 IDLE_UNLOAD_MINUTES = 0.05  # 3 s
 # Memory: the first thousands of requests grow allocator arenas, buffers and caches once;
-# after that the hub's memory must stay flat. A leak of 2 KB per request would add 5 MB
-# over the second half (2500 requests), above RSS_SECOND_HALF_MB; RSS_TOTAL_MB bounds the
+# after that the hub's memory must stay flat. A leak of 2 KB per request would add 4 MB
+# over the second half (2000 requests), above RSS_SECOND_HALF_MB; RSS_TOTAL_MB bounds the
 # one-off growth (measured: under 1 MB in all).
-RSS_SECOND_HALF_MB = 4.0
+RSS_SECOND_HALF_MB = 3.0
 RSS_TOTAL_MB = 12.0
 SLACK = 2  # open files and threads
 
@@ -145,6 +147,7 @@ def sample_when_settled(hub: Hub, timeout: float = 45.0) -> ProcessSample:
     return last
 
 
+@pytest.mark.timeout(TIME_LIMIT + 240)
 def test_thrash_leaves_no_leak(tmp_path: Path) -> None:
     groups = [{"name": "thrash", "max_loaded": 1}]
     with module_hub(tmp_path / "soak", _models(), groups=groups) as hub:
