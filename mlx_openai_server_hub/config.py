@@ -136,6 +136,11 @@ class HubConfig:
         """`<log_path>/hub_runtime.json`, written while the hub runs."""
         return self.log_path / "hub_runtime.json"
 
+    @property
+    def launch_help_path(self) -> Path:
+        """`<log_path>/launch_help_cache.json`: each worker command's options, kept."""
+        return self.log_path / "launch_help_cache.json"
+
 
 def resolve_config_path(cli_value: str | os.PathLike[str] | None = None) -> Path:
     """The hub.yaml to use: `--config`, else `MLX_HUB_CONFIG_PATH`, else the default."""

@@ -21,6 +21,7 @@ import attrs
 
 from .config import ConfigError, GroupConfig, HubConfig, ModelConfig, load_config
 from .errors import HubError
+from .launch_help import LaunchHelpCache
 from .logs import LogFiles
 from .ports import PortLeases
 from .runtime_state import WorkerRecord
@@ -33,7 +34,7 @@ from .states import (
     MemoryState,
     ProcessState,
 )
-from .worker import LaunchHelpCache, WorkerProcess, WorkerStartError, resolve_worker_command
+from .worker import WorkerProcess, WorkerStartError, resolve_worker_command
 from .worker_flags import build_launch_args
 
 logger = logging.getLogger("mlx_hub.supervisor")
@@ -100,7 +101,7 @@ class Supervisor:
         self._log_files = log_files
         self._on_workers_changed = on_workers_changed
         self._ports = PortLeases(config.model_starting_port, config.port)
-        self._help = LaunchHelpCache()
+        self._help = LaunchHelpCache(config.launch_help_path, self._spawn)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._retiring: set[ModelRuntime] = set()
         self._group_locks: dict[str, asyncio.Lock] = {}
@@ -451,12 +452,13 @@ class Supervisor:
         """
         with contextlib.suppress(HubError):
             command, env = self._worker_command_and_env(rt.config)
-            self._spawn(self._help.options_for(command, env), f"launch-help:{rt.name}")
+            options = self._help.options_for(command, env, rt.config.env)
+            self._spawn(options, f"launch-help:{rt.name}")
 
     async def _spawn_worker(self, rt: ModelRuntime) -> WorkerProcess:
         cfg = rt.config
         command, env = self._worker_command_and_env(cfg)
-        options = await self._help.options_for(command, env)
+        options = await self._help.options_for(command, env, cfg.env)
         rt.port = self._ports.renew(rt.name, rt.worker_host, cfg.port)
         args, warnings = build_launch_args(cfg, rt.worker_host, rt.port, options)
         for warning in warnings:

@@ -26,7 +26,6 @@ import aiohttp
 import psutil
 
 from .errors import HubError
-from .worker_flags import LaunchOptions, parse_launch_help
 
 logger = logging.getLogger("mlx_hub.worker")
 
@@ -40,7 +39,6 @@ TAIL_LINES = 20
 PROGRESS_EVERY_SECONDS = 15.0
 # Workers colour their output even into a pipe; logs and error messages want text.
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-HELP_TIMEOUT_SECONDS = 120.0
 
 
 class WorkerStartError(Exception):
@@ -73,57 +71,6 @@ def resolve_worker_command(configured: Sequence[str] | None, config_path: Path) 
         f"mlx-openai-server, or set 'worker_command' in {config_path}.",
         status=503,
     )
-
-
-class LaunchHelpCache:
-    """`launch --help` of each worker command, read once and kept."""
-
-    def __init__(self) -> None:
-        self._options: dict[object, LaunchOptions] = {}
-        self._locks: dict[object, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
-
-    async def options_for(self, command: Sequence[str], env: Mapping[str, str]) -> LaunchOptions:
-        """The flags `command launch` accepts (runs `launch --help` the first time).
-
-        Keyed by command and environment: a model's `env` can select another worker.
-        """
-        key = (tuple(command), tuple(sorted(env.items())))
-        async with self._locks[key]:
-            if key not in self._options:
-                text = await _read_launch_help(tuple(command), env)
-                self._options[key] = parse_launch_help(text)
-            return self._options[key]
-
-
-async def _read_launch_help(command: tuple[str, ...], env: Mapping[str, str]) -> str:
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *command,
-            "launch",
-            "--help",
-            env=dict(env),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-        )
-    except OSError as exc:
-        raise HubError(f"Cannot run worker command {list(command)}: {exc}", status=503) from exc
-    try:
-        async with asyncio.timeout(HELP_TIMEOUT_SECONDS):
-            out, _ = await proc.communicate()
-    except TimeoutError as exc:
-        _kill_group(proc.pid, signal.SIGKILL)
-        await proc.wait()
-        raise HubError(f"'{' '.join(command)} launch --help' did not finish", 503) from exc
-    text = out.decode("utf-8", "replace")
-    if proc.returncode != 0 or "--model-path" not in text:
-        tail = " | ".join(text.strip().splitlines()[-5:])
-        raise HubError(
-            f"'{' '.join(command)} launch --help' failed (exit {proc.returncode}): {tail}",
-            status=503,
-        )
-    return text
 
 
 def _kill_group(pgid: int, sig: signal.Signals) -> bool:

@@ -46,6 +46,8 @@ FAKE_CRASH_AFTER_CHUNKS  Int: in a stream, after that many content chunks the pr
 FAKE_HANG                1: accept every /v1/* request and never answer; /health still works.
 FAKE_RESPONSE_DELAY      Seconds (float, default 0) slept before a non-streaming /v1 POST answer.
 FAKE_JIT_UNLOADED        1: /health reports ``model_status`` ``"unloaded"`` forever.
+FAKE_HELP_DELAY          Seconds (float, default 0) slept before ``launch --help`` prints
+                         (the real worker takes ~3.6 s: it imports its whole stack).
 
 Per-request overrides: extra JSON body fields (openai client: ``extra_body={...}``), or form
 fields on the multipart endpoints. ``fake_chunks`` (int), ``fake_chunk_delay`` (float),
@@ -1291,6 +1293,7 @@ def main(argv: list[str] | None = None) -> int:
             return _usage_error(f"No such option: {args[0]}", command="")
         return _usage_error(f"No such command '{args[0]}'.", command="")
     if "--help" in args[1:]:
+        time.sleep(float(os.environ.get("FAKE_HELP_DELAY") or 0))
         sys.stdout.write(_HELPS[flavor])
         return 0
     try:

@@ -241,3 +241,26 @@ async def test_three_failed_loads_mark_the_model_failed(hub_factory: HubFactory)
     status, body = await post_json(hub, chat("bad"))
     assert status == 503 and "start-model bad" in body["error"]["message"]
     assert (await hub.model("bad"))["failed_loads"] == 3  # no fourth attempt
+
+
+async def test_a_restarted_hub_loads_without_waiting_for_launch_help(hub_factory: HubFactory):
+    """The next hub reuses the stored `launch --help`; its background re-read is niced
+    and ends with the hub."""
+    hub = hub_factory([fake_model("m", jit_enabled=True, default=True)])
+    status, _ = await post_json(hub, chat("m"))
+    assert status == 200
+    store = hub.log_path / "launch_help_cache.json"
+    assert store.exists()
+    assert hub.terminate() == 0
+
+    # From now on reading the help takes a minute: a load that waited for it would time out.
+    hub.env["FAKE_HELP_DELAY"] = "60"
+    hub.start()
+    await hub.wait_for("m", lambda m: m["process_state"] == "running")
+    async with asyncio.timeout(20):
+        status, body = await post_json(hub, chat("m"))
+    assert status == 200, body
+    helpers = [p for p in hub.leftovers() if "--help" in p.cmdline()]
+    assert len(helpers) == 1 and helpers[0].nice() >= 10  # the re-read, in the background
+    assert hub.terminate() == 0
+    assert hub.leftovers() == []
