@@ -172,6 +172,33 @@ def load_config(path: str | os.PathLike[str]) -> HubConfig:
     return load_config_text(text, source)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key written twice in one mapping.
+
+    PyYAML silently keeps the last one, so a second `port:` further down would win
+    without a word. Keys brought in by a merge (`<<: *base`) may still be overridden.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_seen: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _YAML_MERGE_TAG:
+                continue
+            key = self.construct_object(key_node)
+            if key in first_seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found duplicate key {key!r} (first given on line {first_seen[key].line + 1})",
+                    key_node.start_mark,
+                )
+            first_seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep)
+
+
+_YAML_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 def load_config_text(text: str, source_path: Path) -> HubConfig:
     """Validate hub.yaml's `text` as if read from `source_path` (used in messages and
     to resolve relative paths); raise ConfigError on any mistake."""
@@ -179,7 +206,7 @@ def load_config_text(text: str, source_path: Path) -> HubConfig:
     stream = io.StringIO(text)
     stream.name = str(source_path)  # so YAML error marks name the file
     try:
-        document = yaml.safe_load(stream)
+        document = yaml.load(stream, Loader=_UniqueKeyLoader)
     except (yaml.YAMLError, ValueError, RecursionError) as exc:
         # ValueError: an integer literal too long to convert; RecursionError: absurd nesting.
         raise ConfigError(f"Failed to parse hub config '{source_path}': {exc}") from None

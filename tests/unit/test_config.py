@@ -540,6 +540,37 @@ def test_parse_error_names_file_and_line() -> None:
     assert f'in "{SOURCE}", line 3' in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("text", "key", "lines"),
+    [
+        ("port: 8000\nhost: 127.0.0.1\nport: 9000\n", "'port'", (1, 3)),
+        ("models:\n  - name: a\n    model_path: m\n    name: b\n", "'name'", (2, 4)),
+        ("groups:\n  - {name: g, max_loaded: 1, max_loaded: 2}\n", "'max_loaded'", (2, 2)),
+    ],
+)
+def test_a_key_given_twice_is_an_error(text: str, key: str, lines: tuple[int, int]) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(text, SOURCE)
+    message = str(caught.value)
+    first, second = lines
+    assert message.startswith(f"Failed to parse hub config '{SOURCE}': ")
+    assert f"found duplicate key {key} (first given on line {first})" in message
+    assert f'in "{SOURCE}", line {second}' in message
+
+
+def test_merge_keys_may_be_overridden() -> None:
+    text = (
+        "models:\n"
+        "  - &base {name: a, model_path: m, model_type: embeddings, jit_enabled: true}\n"
+        "  - <<: *base\n"
+        "    name: b\n"
+        "    jit_enabled: false\n"
+    )
+    first, second = load_config_text(text, SOURCE).models
+    assert (first.name, first.jit_enabled) == ("a", True)
+    assert (second.name, second.model_type, second.jit_enabled) == ("b", "embeddings", False)
+
+
 def test_load_config_reads_a_file_without_side_effects(tmp_path: Path) -> None:
     path = tmp_path / "hub.yaml"
     # With a byte-order mark, as some editors save it.
