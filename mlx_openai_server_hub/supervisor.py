@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import attrs
 
+from .auth import TOKEN_ENV_VAR
 from .config import ConfigError, GroupConfig, HubConfig, ModelConfig, load_config
 from .errors import HubError
 from .launch_help import LaunchHelpCache
@@ -441,7 +442,9 @@ class Supervisor:
 
     def _worker_command_and_env(self, cfg: ModelConfig) -> tuple[list[str], dict[str, str]]:
         command = resolve_worker_command(cfg.worker_command, self.config.source_path)
-        return command, {**os.environ, "PYTHONUNBUFFERED": "1", **cfg.env}
+        # A worker has no use for the hub's control token: keep it out of its reach.
+        inherited = {k: v for k, v in os.environ.items() if k != TOKEN_ENV_VAR}
+        return command, {**inherited, "PYTHONUNBUFFERED": "1", **cfg.env}
 
     def _warm_launch_help(self, rt: ModelRuntime) -> None:
         """Read the worker's `launch --help` now, in the background.

@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from mlx_openai_server_hub import auth as auth_module
-from tests.conftest import Hub, fake_model
+from tests.conftest import MARKER_ENV, Hub, fake_model
 
 from . import figure, module_hub
 
@@ -221,6 +221,17 @@ def test_workers_listen_on_loopback_only(hub: Hub) -> None:
     ]
     assert listening and all(c.laddr.ip == "127.0.0.1" for c in listening), listening
     figure("Security", "worker sockets", "bound to 127.0.0.1 only")
+
+
+def test_workers_do_not_inherit_the_token(hub: Hub) -> None:
+    """The hub runs with MLX_HUB_TOKEN set; its workers' environment lacks it."""
+    assert hub.env["MLX_HUB_TOKEN"] == hub.token
+    pid = states(hub)["a"][2]
+    environ = psutil.Process(pid).environ()
+    assert environ.get(MARKER_ENV) == hub.marker  # the rest is inherited
+    assert "MLX_HUB_TOKEN" not in environ
+    assert hub.token not in "\n".join(environ.values())
+    figure("Security", "worker environment", "MLX_HUB_TOKEN not passed on")
 
 
 def test_the_token_never_appears_in_logs_or_answers(hub: Hub) -> None:
