@@ -172,6 +172,9 @@ def load_config(path: str | os.PathLike[str]) -> HubConfig:
     return load_config_text(text, source)
 
 
+_YAML_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """yaml.SafeLoader that refuses a key written twice in one mapping.
 
@@ -194,9 +197,6 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 )
             first_seen[key] = key_node.start_mark
         return super().construct_mapping(node, deep)
-
-
-_YAML_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 def load_config_text(text: str, source_path: Path) -> HubConfig:

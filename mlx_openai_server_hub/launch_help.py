@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import HubError
+from .worker import kill_group
 from .worker_flags import LaunchOptions, parse_launch_help
 
 logger = logging.getLogger("mlx_hub.worker")
@@ -48,6 +49,7 @@ class LaunchHelpCache:
         self._store = store
         self._spawn = spawn
         self._texts: dict[str, str] | None = None  # the store's content, read once
+        self._writing = asyncio.Lock()  # one write of the store at a time
         self._options: dict[object, LaunchOptions] = {}
         self._locks: dict[object, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
 
@@ -76,7 +78,7 @@ class LaunchHelpCache:
                 f"launch-help-refresh:{Path(command[0]).name}",
             )
             return parse_launch_help(stored)
-        text = await read_launch_help(command, env)
+        text = await _read_launch_help(command, env)
         await self._remember(store_key, text)
         return parse_launch_help(text)
 
@@ -90,7 +92,7 @@ class LaunchHelpCache:
     ) -> None:
         """Read the help again (niced); a changed text replaces the stored one."""
         try:
-            text = await read_launch_help(command, env, niceness=_BACKGROUND_NICENESS)
+            text = await _read_launch_help(command, env, niceness=_BACKGROUND_NICENESS)
         except HubError as exc:
             logger.warning("Re-reading the worker's options failed: %s", exc.message)
             return
@@ -101,7 +103,9 @@ class LaunchHelpCache:
 
     async def _stored_texts(self) -> dict[str, str]:
         if self._texts is None:
-            self._texts = await asyncio.to_thread(_read_store, self._store)
+            texts = await asyncio.to_thread(_read_store, self._store)
+            if self._texts is None:  # not read meanwhile by another first load
+                self._texts = texts
         return self._texts
 
     async def _remember(self, store_key: str, text: str) -> None:
@@ -111,10 +115,11 @@ class LaunchHelpCache:
         while len(texts) > STORED_ENTRIES:
             texts.pop(next(iter(texts)))
         if self._store is not None:
-            await asyncio.to_thread(_write_store, self._store, dict(texts))
+            async with self._writing:
+                await asyncio.to_thread(_write_store, self._store, dict(texts))
 
 
-async def read_launch_help(
+async def _read_launch_help(
     command: Sequence[str], env: Mapping[str, str], niceness: int = 0
 ) -> str:
     """Run `command launch --help` (in its own process group) and return its text."""
@@ -144,8 +149,7 @@ async def read_launch_help(
         raise HubError(f"'{' '.join(command)} launch --help' did not finish", 503) from exc
     finally:
         if proc.returncode is None:  # timed out, or the hub is shutting down
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            kill_group(proc.pid, signal.SIGKILL)
             await asyncio.shield(proc.wait())
     text = out.decode("utf-8", "replace")
     if proc.returncode != 0 or "--model-path" not in text:

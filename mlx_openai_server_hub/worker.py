@@ -73,7 +73,7 @@ def resolve_worker_command(configured: Sequence[str] | None, config_path: Path) 
     )
 
 
-def _kill_group(pgid: int, sig: signal.Signals) -> bool:
+def kill_group(pgid: int, sig: signal.Signals) -> bool:
     """Signal a process group; False when it no longer exists."""
     try:
         os.killpg(pgid, sig)
@@ -273,13 +273,13 @@ class WorkerProcess:
         pgid = self.proc.pid
         if self.proc.returncode is None:
             self._mark(f"stopping worker (SIGTERM to process group {pgid})")
-            _kill_group(pgid, signal.SIGTERM)
+            kill_group(pgid, signal.SIGTERM)
             try:
                 await asyncio.wait_for(self.exited.wait(), grace)
             except TimeoutError:
                 self._mark(f"worker ignored SIGTERM for {grace:g} s; sending SIGKILL")
         # SIGKILL the group even after a clean exit: helpers it started may linger.
-        _kill_group(pgid, signal.SIGKILL)
+        kill_group(pgid, signal.SIGKILL)
         await self.exited.wait()
         await self._finish_pump()
         return self.proc.returncode
@@ -298,4 +298,4 @@ class WorkerProcess:
     def kill_now(self) -> None:
         """SIGKILL the whole group at once (last resort, e.g. on hub exit)."""
         if self.proc is not None:
-            _kill_group(self.proc.pid, signal.SIGKILL)
+            kill_group(self.proc.pid, signal.SIGKILL)
