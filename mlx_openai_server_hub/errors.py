@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import contextvars
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
+
+# The id of the request being served (set by access_log's middleware): every
+# envelope the hub makes names it, so a user can quote it and find the log line.
+current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "mlx_hub_request_id", default=None
+)
 
 # HTTP status → OpenAI error `type`, for statuses we raise ourselves.
 _TYPES = {
@@ -27,31 +35,50 @@ def error_type_for(status: int) -> str:
 
 
 def error_body(message: str, status: int, error_type: str | None = None) -> dict[str, Any]:
-    """`{"error": {"message", "type", "param", "code"}}` as the reference sends it."""
-    return {
-        "error": {
-            "message": message,
-            "type": error_type or error_type_for(status),
-            "param": None,
-            "code": str(status),
-        }
+    """`{"error": {"message", "type", "param", "code"}}` as the reference sends it.
+
+    Inside a request, `request_id` is added too.
+    """
+    error: dict[str, Any] = {
+        "message": message,
+        "type": error_type or error_type_for(status),
+        "param": None,
+        "code": str(status),
     }
+    request_id = current_request_id.get()
+    if request_id is not None:
+        error["request_id"] = request_id
+    return {"error": error}
 
 
-def error_response(message: str, status: int, error_type: str | None = None) -> web.Response:
-    """An aiohttp JSON response carrying the OpenAI error envelope."""
-    return web.json_response(error_body(message, status, error_type), status=status)
+def error_response(
+    message: str,
+    status: int,
+    error_type: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    """An aiohttp JSON response carrying the OpenAI error envelope (and e.g. `Retry-After`)."""
+    body = error_body(message, status, error_type)
+    return web.json_response(body, status=status, headers=headers)
 
 
 class HubError(Exception):
     """An error a user can hit, carrying the HTTP status it maps to."""
 
-    def __init__(self, message: str, status: int = 400, error_type: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        status: int = 400,
+        error_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
         self.error_type = error_type or error_type_for(status)
+        # Response headers the error needs, e.g. `Retry-After` on a 429.
+        self.headers: dict[str, str] = dict(headers or {})
 
     def response(self) -> web.Response:
         """This error as an OpenAI envelope response."""
-        return error_response(self.message, self.status, self.error_type)
+        return error_response(self.message, self.status, self.error_type, self.headers)
