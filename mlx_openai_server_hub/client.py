@@ -1,7 +1,8 @@
 """The CLI's HTTP client for a running hub (synchronous, standard library only).
 
 Kept free of aiohttp, psutil and the hub's server modules so that short commands such as
-`status` start fast. Errors carry the reference's wording:
+`status` start fast; the rules it shares with the hub come from `contract`. Errors carry
+the reference's wording:
 
 - `Failed to contact hub daemon at <base>: <err>` when nothing answers;
 - `Daemon responded <code>: <payload>` for an HTTP error, where payload is the Python
@@ -12,16 +13,24 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-TOKEN_ENV_VAR = "MLX_HUB_TOKEN"
-# Hosts that mean "every interface": a client must pick a concrete address instead.
-WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "[::]", ""})
+import attrs
+
+# Re-exported: the CLI imports these host and token rules from here.
+from .contract import WILDCARD_HOSTS as WILDCARD_HOSTS
+from .contract import base_url_for as base_url_for
+from .contract import browse_host as browse_host
+from .contract import connect_host as connect_host
+from .contract import read_runtime_file
+from .contract import read_token as read_token
+from .contract import url_host as url_host
+from .process_group import pid_alive as pid_alive
+
 # Connecting to a local hub is instant; a slow connect means nothing useful is there.
 CONNECT_TIMEOUT = 5.0
 # For reads that should be quick (status, health). Actions use no read timeout at all.
@@ -66,84 +75,12 @@ def envelope_message(payload: Any) -> str | None:
     return detail if isinstance(detail, str) else None
 
 
-def connect_host(host: str | None) -> str:
-    """The address a client should dial for a hub bound to `host` (wildcards → loopback)."""
-    host = (host or "").strip()
-    if host in WILDCARD_HOSTS:
-        return "127.0.0.1"
-    return host.strip("[]")
-
-
-def browse_host(host: str | None) -> str:
-    """The host name to show a user in a URL (`localhost` for wildcard binds)."""
-    host = (host or "").strip()
-    return "localhost" if host in WILDCARD_HOSTS else host.strip("[]")
-
-
-def base_url_for(host: str, port: int) -> str:
-    """`http://host:port`, with brackets around IPv6 literals."""
-    return f"http://{url_host(host)}:{port}"
-
-
-def url_host(host: str) -> str:
-    """`host` as it goes into a URL's authority (IPv6 literals bracketed)."""
-    return f"[{host}]" if ":" in host else host
-
-
-def pid_alive(pid: int) -> bool:
-    """True when a process with this pid exists and is not a zombie."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    except OSError:
-        return False
-    return not _is_zombie(pid)
-
-
-def _is_zombie(pid: int) -> bool:
-    """Linux only (cheap /proc read); elsewhere a zombie counts as alive."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            stat = fh.read()
-    except OSError:
-        return False
-    # The state letter follows the parenthesised command name, which may hold spaces.
-    return stat[stat.rfind(")") + 2 : stat.rfind(")") + 3] == "Z"
-
-
 def read_runtime(path: Path) -> dict[str, Any] | None:
-    """The hub's runtime file when it parses and names a live pid, else None."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    """The hub's runtime file (as JSON data) when it is valid and names a live pid, else None."""
+    state = read_runtime_file(path)
+    if state is None or not pid_alive(state.pid):
         return None
-    if not isinstance(data, dict):
-        return None
-    pid = data.get("pid")
-    if not isinstance(pid, int) or not pid_alive(pid):
-        return None
-    return data
-
-
-def read_token(token_path: Path | None) -> str | None:
-    """The control token: `MLX_HUB_TOKEN`, else the `hub.token` file, else None.
-
-    Same rule as `auth.read_token`, repeated here because `auth` imports aiohttp.
-    """
-    from_env = os.environ.get(TOKEN_ENV_VAR, "").strip()
-    if from_env:
-        return from_env
-    if token_path is None:
-        return None
-    try:
-        return token_path.read_text(encoding="utf-8").strip() or None
-    except OSError:
-        return None
+    return attrs.asdict(state)
 
 
 @dataclass
@@ -169,10 +106,7 @@ def locate(host: str, port: int, runtime_path: Path) -> HubLocation:
     """The hub's address: the live runtime file's host/port, else the config's."""
     runtime = read_runtime(runtime_path)
     if runtime is not None:
-        try:
-            return HubLocation(str(runtime["host"]), int(runtime["port"]), runtime)
-        except (KeyError, TypeError, ValueError):
-            pass
+        return HubLocation(runtime["host"], runtime["port"], runtime)
     return HubLocation(host, port, None)
 
 

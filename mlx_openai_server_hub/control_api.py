@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -16,24 +16,30 @@ from aiohttp import web
 from .bodies import parse_json_object, read_within_idle_timeout
 from .errors import HubError
 from .keys import SUPERVISOR_KEY
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .openapi import OPENAPI_PATH, openapi_handler
 from .supervisor import Supervisor
 
 logger = logging.getLogger("mlx_hub.control")
 
 SHUTDOWN_EVENT_KEY: web.AppKey[asyncio.Event] = web.AppKey("shutdown_requested")
 
-MODEL_ACTIONS: dict[str, tuple[str, str]] = {
-    # path segment → (supervisor method, message verb)
-    "start": ("start", "start"),
-    "stop": ("stop", "stop"),
-    "load": ("load", "memory load"),
-    "unload": ("unload", "memory unload"),
+Action = Callable[[Supervisor, str], Coroutine[Any, Any, None]]
+
+# path segment → (what it asks the supervisor, the verb of its message)
+MODEL_ACTIONS: dict[str, tuple[Action, str]] = {
+    "start": (Supervisor.start, "start"),
+    "stop": (Supervisor.stop, "stop"),
+    "load": (Supervisor.load, "memory load"),
+    "unload": (Supervisor.unload, "memory unload"),
 }
 
 
 def setup_control_api(app: web.Application) -> None:
     """Register the `/hub/...` JSON routes and `/health`."""
     app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get(OPENAPI_PATH, openapi_handler)
     app.router.add_get("/hub/status", status)
     app.router.add_post("/hub/reload", reload_config)
     app.router.add_post("/hub/shutdown", shutdown)
@@ -47,6 +53,12 @@ def setup_control_api(app: web.Application) -> None:
 async def health(_request: web.Request) -> web.Response:
     """Liveness of the hub itself (open, no token)."""
     return web.json_response({"status": "ok", "model_id": None, "model_status": "controller"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition (the token is checked by the auth middleware)."""
+    body = await request.app[SUPERVISOR_KEY].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
 async def status(request: web.Request) -> web.Response:
@@ -98,8 +110,8 @@ async def model_action(request: web.Request) -> web.Response:
     await _ignore_body(request)
     action = request.match_info["action"]
     name = _model_name(request)
-    method, verb = MODEL_ACTIONS[action]
-    await _run_owned(request.app[SUPERVISOR_KEY], method, name)
+    run, verb = MODEL_ACTIONS[action]
+    await _run_owned(request.app[SUPERVISOR_KEY], run, action, name)
     return web.json_response(
         {
             "status": "ok",
@@ -115,7 +127,8 @@ async def vram_action(request: web.Request) -> web.Response:
     await _ignore_body(request)
     action = request.match_info["action"]
     name = _model_name(request)
-    await _run_owned(request.app[SUPERVISOR_KEY], action, name)
+    run, _verb = MODEL_ACTIONS[action]
+    await _run_owned(request.app[SUPERVISOR_KEY], run, action, name)
     return web.json_response(
         {
             "status": "ok",
@@ -134,12 +147,9 @@ def _model_name(request: web.Request) -> str:
     return name
 
 
-async def _run_owned(supervisor: Supervisor, method: str, name: str) -> None:
+async def _run_owned(supervisor: Supervisor, run: Action, action: str, name: str) -> None:
     """Run an action so that a client hanging up does not cancel it."""
-    action: Callable[[str], Awaitable[None]] = getattr(supervisor, method)
-    task = asyncio.ensure_future(action(name))
-    supervisor.adopt(task, f"{method}:{name}")
-    await asyncio.shield(task)
+    await supervisor.run_owned(run(supervisor, name), f"{action}:{name}")
 
 
 async def _ignore_body(request: web.Request) -> None:

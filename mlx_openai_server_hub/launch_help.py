@@ -25,8 +25,9 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .atomic import write_atomic
 from .errors import HubError
-from .worker import kill_group
+from .process_group import signal_group
 from .worker_flags import LaunchOptions, parse_launch_help
 
 logger = logging.getLogger("mlx_hub.worker")
@@ -149,7 +150,7 @@ async def _read_launch_help(
         raise HubError(f"'{' '.join(command)} launch --help' did not finish", 503) from exc
     finally:
         if proc.returncode is None:  # timed out, or the hub is shutting down
-            kill_group(proc.pid, signal.SIGKILL)
+            signal_group(proc.pid, signal.SIGKILL)
             await asyncio.shield(proc.wait())
     text = out.decode("utf-8", "replace")
     if proc.returncode != 0 or "--model-path" not in text:
@@ -197,12 +198,8 @@ def _read_store(path: Path | None) -> dict[str, str]:
 
 
 def _write_store(path: Path, texts: dict[str, str]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(json.dumps(texts), encoding="utf-8")
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(texts))
     except OSError as exc:
         # Not worth a warning on the page: the next start just reads the help again.
         logger.debug("Cannot store worker options in %s: %s", path, exc)
-        with contextlib.suppress(OSError):
-            tmp.unlink()

@@ -13,23 +13,26 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
+from .access_log import REQUEST_ID_HEADER, access_record, usage_from_json
 from .bodies import parse_json_object, read_within_idle_timeout
+from .controller import Target, WhileWaiting
 from .errors import HubError, error_body
 from .keys import SUPERVISOR_KEY
 from .states import MemoryState
-from .supervisor import Supervisor, Target
 
 logger = logging.getLogger("mlx_hub.proxy")
 
 MAX_BODY_BYTES = 100 * 1024 * 1024
 HEARTBEAT_SECONDS = 2.0
 CONNECT_TIMEOUT_SECONDS = 10.0
+WORKER_STATS_TIMEOUT = aiohttp.ClientTimeout(total=2.0)
 MODEL_REQUIRED = (
     "Model selection is required when the server runs in hub mode. Include the 'model' field "
     "(or query parameter) to choose a registered model. Call /v1/models to list available names."
@@ -95,16 +98,14 @@ async def proxy_json(request: web.Request) -> web.StreamResponse:
     raw = await read_within_idle_timeout(request, request.read())
     payload = parse_json_object(raw, "Request body must be a JSON object")
     name = _required_model(payload.get("model"))
-    supervisor = request.app[SUPERVISOR_KEY]
 
     def body_for(target: Target) -> bytes:
         payload["model"] = target.upstream_model
         return json.dumps(payload).encode("utf-8")
 
-    rt = supervisor.resolve(name)
-    if payload.get("stream") is True and rt.memory != MemoryState.LOADED:
-        return await _stream_after_load(request, supervisor, name, body_for)
-    async with supervisor.use(name) as target:
+    if payload.get("stream") is True:
+        return await _stream(request, name, body_for)
+    async with _lease(request, name) as target:
         return await _forward(request, target, body_for(target), _json_headers(request))
 
 
@@ -115,8 +116,7 @@ async def proxy_multipart(request: web.Request) -> web.StreamResponse:
     fields = await read_within_idle_timeout(request, _read_form(request))
     model_values = [value for key, value, _ in fields if key == "model"]
     name = _required_model(model_values[0] if model_values else None)
-    supervisor = request.app[SUPERVISOR_KEY]
-    async with supervisor.use(name) as target:
+    async with _lease(request, name) as target:
         form = aiohttp.FormData()
         for key, value, meta in fields:
             if key == "model":
@@ -130,43 +130,67 @@ async def proxy_multipart(request: web.Request) -> web.StreamResponse:
 
 async def list_models(request: web.Request) -> web.Response:
     """`GET /v1/models`: started models, named by their hub names."""
-    status = request.app[SUPERVISOR_KEY].status()
-    data = []
-    for entry in status["models"]:
-        meta = entry["metadata"]
-        if meta["process_state"] not in ("running", "starting"):
-            continue
-        data.append(
-            {
-                "id": entry["id"],
-                "object": "model",
-                "created": entry["created"],
-                "owned_by": "hub",
-                "metadata": {
-                    "model_path": meta["model_path"],
-                    "model_type": meta["model_type"],
-                    "process_state": meta["process_state"],
-                    "memory_state": meta["memory_state"],
-                    "group": meta["group"],
-                },
-            }
-        )
-    return web.json_response({"object": "list", "data": data})
+    return web.json_response(request.app[SUPERVISOR_KEY].model_list())
 
 
-async def queue_stats(request: web.Request) -> web.StreamResponse:
-    """`GET /v1/queue/stats?model=`: the worker's queue, without loading it for this."""
+async def queue_stats(request: web.Request) -> web.Response:
+    """`GET /v1/queue/stats?model=`: the hub's queue of the model, and the worker's
+    own figures when it is loaded (never loading it for this)."""
     name = _required_model(request.query.get("model"))
     supervisor = request.app[SUPERVISOR_KEY]
-    rt = supervisor.resolve(name)
-    if rt.memory != MemoryState.LOADED:
-        idle = {"running": 0, "queued": 0, "loaded": False, "memory_state": str(rt.memory)}
-        return web.json_response({"model": rt.name, "queue_stats": idle})
-    async with supervisor.use(name) as target:
-        return await _forward(request, target, None, _forward_headers(request))
+    worker: dict[str, Any] | None = None
+    async with supervisor.lease_if_loaded(name) as target:
+        if target is not None:
+            worker = await _worker_queue_stats(request, target)
+    snap = supervisor.resolve(name).snapshot()
+    queue = snap.queue
+    stats = {
+        "active_requests": queue.active_requests,
+        "queued_requests": queue.queued_requests,
+        "max_concurrency": queue.max_concurrency,
+        "queue_size": queue.queue_size,
+        "queue_timeout": queue.queue_timeout,
+        # The reference's fields, for scripts written against it.
+        "running": queue.active_requests,
+        "queued": queue.queued_requests,
+        "loaded": snap.memory == MemoryState.LOADED,
+        "memory_state": str(snap.memory),
+    }
+    body: dict[str, Any] = {"status": "ok", "model": snap.config.name, "queue_stats": stats}
+    if worker is not None:
+        body["worker"] = worker
+    return web.json_response(body)
+
+
+async def _worker_queue_stats(request: web.Request, target: Target) -> dict[str, Any] | None:
+    """The worker's own `/v1/queue/stats`, or None if it does not answer it in time."""
+    session = request.app[UPSTREAM_SESSION_KEY]
+    url = f"{target.base_url}/v1/queue/stats"
+    try:
+        async with session.get(
+            url, params={"model": target.upstream_model}, timeout=WORKER_STATS_TIMEOUT
+        ) as upstream:
+            if upstream.status != 200:
+                return None
+            data = await upstream.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 # -------------------------------------------------------------- forwarding
+
+
+def _lease(
+    request: web.Request, name: str, while_waiting: WhileWaiting | None = None
+) -> contextlib.AbstractAsyncContextManager[Target]:
+    """The supervisor's lease on the model `name`; its access-log line names the model
+    even when the lease is refused (a full queue, a failed load)."""
+    supervisor = request.app[SUPERVISOR_KEY]
+    record = access_record(request)
+    if record is not None:
+        record.model = supervisor.resolve(name).name
+    return supervisor.lease(name, while_waiting)
 
 
 async def _forward(
@@ -177,6 +201,10 @@ async def _forward(
     prepared: web.StreamResponse | None = None,
 ) -> web.StreamResponse:
     """Send the request to the worker and pass its answer back as it arrives."""
+    record = access_record(request)
+    if record is not None:
+        record.model, record.queue_wait = target.name, target.queue_wait
+        headers[REQUEST_ID_HEADER] = record.request_id
     session = request.app[UPSTREAM_SESSION_KEY]
     timeout = aiohttp.ClientTimeout(
         total=None, sock_connect=CONNECT_TIMEOUT_SECONDS, sock_read=target.request_timeout
@@ -186,11 +214,15 @@ async def _forward(
         async with session.request(
             request.method, url, data=body, headers=headers, timeout=timeout
         ) as upstream:
+            if record is not None:
+                record.mark_first_byte()
             if prepared is not None:
                 return await _relay_into_prepared(request, upstream, prepared, target)
             if _is_stream(upstream):
                 return await _relay_stream(request, upstream, target)
             data = await upstream.read()
+            if record is not None and upstream.content_type == "application/json":
+                record.usage = usage_from_json(data)
             return web.Response(
                 body=data, status=upstream.status, headers=_response_headers(upstream)
             )
@@ -244,7 +276,11 @@ async def _pump(
 ) -> None:
     """Copy the body chunk by chunk; a broken upstream must not look like a clean end."""
     try:
+        record = access_record(request)
+        tail = record.stream_tail() if record is not None else None
         async for chunk in upstream.content.iter_any():
+            if tail is not None:
+                tail.feed(chunk)
             await response.write(chunk)
     except (aiohttp.ClientError, TimeoutError) as exc:
         message = (
@@ -262,35 +298,56 @@ async def _pump(
     await response.write_eof()
 
 
-async def _stream_after_load(
-    request: web.Request, supervisor: Supervisor, name: str, body_for: Any
-) -> web.StreamResponse:
-    """Send SSE headers now, comment lines while the model loads, then the stream."""
-    response = web.StreamResponse(
-        status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-    )
-    await response.prepare(request)
-    started = time.monotonic()
-    async with contextlib.AsyncExitStack() as stack:
-        entering = asyncio.ensure_future(stack.enter_async_context(supervisor.use(name)))
+class _LoadingStream:
+    """A streaming request's response, opened early if its model must load first.
+
+    While the model loads, the client already has its 200 and SSE headers and
+    gets a comment line every couple of seconds, so clients with idle timeouts
+    keep waiting; an error after that point can only be an SSE error event.
+    """
+
+    def __init__(self, request: web.Request, name: str) -> None:
+        self.request = request
+        self.name = name
+        self.response: web.StreamResponse | None = None
+
+    @contextlib.asynccontextmanager
+    async def heartbeats(self) -> AsyncIterator[None]:
+        """Open the response, then write a comment line every HEARTBEAT_SECONDS."""
+        self.response = web.StreamResponse(
+            status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await self.response.prepare(self.request)
+        beating = asyncio.ensure_future(self._beat(self.response))
         try:
-            while not entering.done():
-                await asyncio.wait({entering}, timeout=HEARTBEAT_SECONDS)
-                if not entering.done():
-                    elapsed = int(time.monotonic() - started)
-                    await response.write(f": loading {name} ({elapsed}s)\n\n".encode())
-            target = entering.result()
-        except HubError as exc:
-            await _write_sse_error(response, exc.message, exc.status, exc.error_type)
-            await response.write_eof()
-            return response
+            yield
         finally:
-            if not entering.done():
-                entering.cancel()
-                await asyncio.gather(entering, return_exceptions=True)
-        headers = _json_headers(request)
-        return await _forward(request, target, body_for(target), headers, prepared=response)
-    raise AssertionError("unreachable")  # pragma: no cover - the stack always returns
+            beating.cancel()
+            await asyncio.gather(beating, return_exceptions=True)
+
+    async def _beat(self, response: web.StreamResponse) -> None:
+        started = time.monotonic()
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            elapsed = int(time.monotonic() - started)
+            await response.write(f": loading {self.name} ({elapsed}s)\n\n".encode())
+
+
+async def _stream(request: web.Request, name: str, body_for: Any) -> web.StreamResponse:
+    """A streaming request: its SSE headers go out early when its model must load."""
+    stream = _LoadingStream(request, name)
+    try:
+        async with _lease(request, name, stream.heartbeats) as target:
+            body = body_for(target)
+            return await _forward(
+                request, target, body, _json_headers(request), prepared=stream.response
+            )
+    except HubError as exc:
+        if stream.response is None:
+            raise
+        await _write_sse_error(stream.response, exc.message, exc.status, exc.error_type)
+        await stream.response.write_eof()
+        return stream.response
 
 
 async def _write_sse_error(
@@ -337,13 +394,20 @@ async def _read_form(request: web.Request) -> list[tuple[str, Any, dict[str, str
     return fields
 
 
+def _hop_headers(headers: CIMultiDictProxy[str]) -> frozenset[str]:
+    """_HOP_HEADERS plus those that `Connection` names: a proxy drops them (RFC 9110 §7.6.1)."""
+    listed = {
+        name.strip().lower()
+        for value in headers.getall("Connection", ())
+        for name in value.split(",")
+    }
+    return _HOP_HEADERS | listed
+
+
 def _forward_headers(request: web.Request) -> CIMultiDict[str]:
     # Content-Encoding too: aiohttp decompressed the body and the hub sends it re-encoded.
-    return CIMultiDict(
-        (k, v)
-        for k, v in request.headers.items()
-        if k.lower() not in _HOP_HEADERS and k.lower() != "content-encoding"
-    )
+    drop = _hop_headers(request.headers) | {"content-encoding"}
+    return CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in drop)
 
 
 def _json_headers(request: web.Request) -> CIMultiDict[str]:
@@ -353,4 +417,5 @@ def _json_headers(request: web.Request) -> CIMultiDict[str]:
 
 
 def _response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
-    return CIMultiDict((k, v) for k, v in upstream.headers.items() if k.lower() not in _HOP_HEADERS)
+    drop = _hop_headers(upstream.headers)
+    return CIMultiDict((k, v) for k, v in upstream.headers.items() if k.lower() not in drop)

@@ -12,7 +12,6 @@ import os
 import plistlib
 import shlex
 import shutil
-import site
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -20,13 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .atomic import write_atomic
+from .contract import CONFIG_ENV_VAR, serve_command
+from .contract import package_pythonpath as package_pythonpath
+
 DEFAULT_LABEL = "io.github.mlx-openai-server-hub"
 SYSTEMD_UNIT = "mlx-openai-server-hub.service"
 # Tests (and the curious on Linux) can force the manager: `launchd` or `systemd`.
 MANAGER_ENV_VAR = "MLX_HUB_SERVICE_MANAGER"
 # Appended after the directories the hub needs: a launchd agent starts with a bare PATH.
 SYSTEM_PATH = ("/opt/homebrew/bin", "/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin")
-PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 class ServiceError(Exception):
@@ -55,24 +57,6 @@ def service_manager(want_systemd: bool = False) -> str | None:
     return None
 
 
-def hub_command(config_path: Path) -> list[str]:
-    """The foreground hub, run by this very interpreter (so the venv is the same)."""
-    return [
-        sys.executable,
-        "-m",
-        "mlx_openai_server_hub",
-        "--config",
-        str(config_path),
-        "serve",
-        "--no-stderr-log",
-    ]
-
-
-def _site_dirs() -> set[Path]:
-    dirs = [*site.getsitepackages(), site.getusersitepackages()]
-    return {Path(d).resolve() for d in dirs if d}
-
-
 def _worker_dirs(config: Any) -> list[str]:
     """Directories of the configured worker executables (hub-wide and per model)."""
     commands = [getattr(config, "worker_command", None)]
@@ -94,7 +78,7 @@ def service_environment(config: Any) -> dict[str, str]:
             path.append(entry)
     env = {
         "PATH": os.pathsep.join(path),
-        "MLX_HUB_CONFIG_PATH": str(config.source_path),
+        CONFIG_ENV_VAR: str(config.source_path),
         "PYTHONUNBUFFERED": "1",
     }
     pythonpath = package_pythonpath()
@@ -103,21 +87,11 @@ def service_environment(config: Any) -> dict[str, str]:
     return env
 
 
-def package_pythonpath() -> str | None:
-    """The directory holding this package when it is a source checkout, else None.
-
-    A hub started from a checkout that was never `pip install`ed must still find the package,
-    whatever its working directory.
-    """
-    package_root = PACKAGE_DIR.parent
-    return None if package_root in _site_dirs() else str(package_root)
-
-
 def service_spec(config: Any) -> ServiceSpec:
     """Everything both service managers need, from a loaded HubConfig."""
     config_path = Path(config.source_path).absolute()
     return ServiceSpec(
-        command=hub_command(config_path),
+        command=serve_command(config_path),
         environment=service_environment(config),
         log_file=Path(config.log_path) / "hub.log",
         working_directory=config_path.parent,
@@ -179,9 +153,7 @@ def launchd_install(spec: ServiceSpec, label: str = DEFAULT_LABEL) -> Path:
     spec.log_file.parent.mkdir(parents=True, exist_ok=True)
     # bootstrap refuses a label that is already loaded: take the old one out first.
     _run(["launchctl", "bootout", f"{launchd_domain()}/{label}"])
-    tmp = path.with_suffix(".plist.tmp")
-    tmp.write_bytes(render_plist(spec, label))
-    tmp.replace(path)
+    write_atomic(path, render_plist(spec, label))
     result = _run(["launchctl", "bootstrap", launchd_domain(), str(path)])
     if result.returncode != 0:
         detail = (result.stderr or result.stdout).strip()
@@ -277,7 +249,7 @@ def systemd_install(spec: ServiceSpec, shutdown_grace: float = 30.0) -> Path:
     path = unit_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     spec.log_file.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_unit(spec, shutdown_grace), encoding="utf-8")
+    write_atomic(path, render_unit(spec, shutdown_grace))
     for args in (("daemon-reload",), ("enable", "--now", SYSTEMD_UNIT)):
         result = _systemctl(*args)
         if result.returncode != 0:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import ctypes
 import logging
 import os
 import re
@@ -25,7 +24,9 @@ from pathlib import Path
 import aiohttp
 import psutil
 
+from .contract import base_url_for, connect_host
 from .errors import HubError
+from .process_group import die_with_parent_preexec, signal_group, terminate_group
 
 logger = logging.getLogger("mlx_hub.worker")
 
@@ -73,25 +74,6 @@ def resolve_worker_command(configured: Sequence[str] | None, config_path: Path) 
     )
 
 
-def kill_group(pgid: int, sig: signal.Signals) -> bool:
-    """Signal a process group; False when it no longer exists."""
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return False
-    return True
-
-
-def _die_with_parent() -> None:
-    """In the child before exec (Linux): get SIGKILL if the hub dies, even by SIGKILL."""
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
 class _ExitWatchingProtocol(asyncio.subprocess.SubprocessStreamProtocol):
     """Reports the process's exit at once.
 
@@ -123,7 +105,7 @@ class WorkerProcess:
         self.name = name
         self.argv = list(argv)
         self.env = dict(env)
-        self.host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        self.host = connect_host(host)
         self.port = port
         self.log = log
         self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
@@ -149,13 +131,11 @@ class WorkerProcess:
     @property
     def base_url(self) -> str:
         """Where the worker's HTTP API is reached."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return base_url_for(self.host, self.port)
 
     async def spawn(self) -> None:
         """Start the subprocess in its own process group."""
         self._mark(f"starting worker: {' '.join(self.argv)} (port {self.port})")
-        preexec = _die_with_parent if sys.platform.startswith("linux") else None
         loop = asyncio.get_running_loop()
         try:
             transport, protocol = await loop.subprocess_exec(
@@ -166,7 +146,7 @@ class WorkerProcess:
                 stderr=asyncio.subprocess.STDOUT,
                 env=self.env,
                 start_new_session=True,
-                preexec_fn=preexec,
+                preexec_fn=die_with_parent_preexec(),
             )
         except OSError as exc:
             raise WorkerStartError(f"Cannot start worker {self.argv[0]!r}: {exc}") from exc
@@ -271,16 +251,16 @@ class WorkerProcess:
         if self.proc is None:
             return None
         pgid = self.proc.pid
-        if self.proc.returncode is None:
+        if not self.exited.is_set():
             self._mark(f"stopping worker (SIGTERM to process group {pgid})")
-            kill_group(pgid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.exited.wait(), grace)
-            except TimeoutError:
-                self._mark(f"worker ignored SIGTERM for {grace:g} s; sending SIGKILL")
-        # SIGKILL the group even after a clean exit: helpers it started may linger.
-        kill_group(pgid, signal.SIGKILL)
-        await self.exited.wait()
+        await terminate_group(
+            pgid,
+            self.exited,
+            grace,
+            on_escalate=lambda: self._mark(
+                f"worker ignored SIGTERM for {grace:g} s; sending SIGKILL"
+            ),
+        )
         await self._finish_pump()
         return self.proc.returncode
 
@@ -298,4 +278,4 @@ class WorkerProcess:
     def kill_now(self) -> None:
         """SIGKILL the whole group at once (last resort, e.g. on hub exit)."""
         if self.proc is not None:
-            kill_group(self.proc.pid, signal.SIGKILL)
+            signal_group(self.proc.pid, signal.SIGKILL)

@@ -160,11 +160,13 @@ def test_usage_errors_exit_2(config: Path):
     for command in ("start-model", "stop-model", "load-model", "unload-model"):
         result = run_cli(command, config=config)
         assert result.returncode == 2, command
-        assert "Missing argument 'MODEL_NAMES'" in result.stderr
+        # As in the reference: the usage line and the error name `MODEL_NAMES...`.
+        assert f"Usage: mlx-openai-server-hub {command} [OPTIONS] MODEL_NAMES..." in result.stderr
+        assert "Error: Missing argument 'MODEL_NAMES...'." in result.stderr
     result = run_cli("start-model", " ", "", config=config)
     assert result.returncode == 2
     assert result.stdout.count("[warn] Skipping blank model name entry") == 2
-    assert "Error: Missing argument 'MODEL_NAMES'." in result.stderr
+    assert "Error: Missing argument 'MODEL_NAMES...'." in result.stderr
     result = run_cli("load-model", " ", config=config)
     assert result.returncode == 1
     assert result.stdout == "[warn] Skipping blank model name entry\n"

@@ -9,6 +9,7 @@ import time
 
 import aiohttp
 import openai
+import psutil
 import pytest
 
 from tests.conftest import HubFactory, fake_model
@@ -145,7 +146,8 @@ async def test_busy_model_is_not_evicted_and_the_wait_ends_in_429(hub_factory: H
     assert "'g'" in body["error"]["message"] and "a" in body["error"]["message"]
     assert (await long_stream)[0] == 200
     # Once a is idle, b gets the slot.
-    assert (await post_json(hub, chat("b")))[0] == 200
+    status, body = await post_json(hub, chat("b"))
+    assert status == 200, (body, hub.output())
     assert (await hub.model("a"))["memory_state"] == "unloaded"
 
 
@@ -264,3 +266,25 @@ async def test_a_restarted_hub_loads_without_waiting_for_launch_help(hub_factory
     assert len(helpers) == 1 and helpers[0].nice() >= 10  # the re-read, in the background
     assert hub.terminate() == 0
     assert hub.leftovers() == []
+
+
+async def test_reload_replacing_a_busy_model_keeps_the_group_cap(hub_factory: HubFactory):
+    """A model a reload removes still holds its group slot until its worker is gone."""
+    group = [{"name": "g", "max_loaded": 1}]
+    hub = hub_factory([fake_model("a", default=True, group="g")], groups=group)
+    a = await hub.wait_for("a", lambda m: m["memory_state"] == "loaded")
+    busy = asyncio.create_task(post_json(hub, chat("a", fake_delay=2.5)))
+    await hub.wait_for("a", lambda m: m["in_flight"] == 1)
+
+    hub.write_config([fake_model("b", default=True, group="g")], groups=group)
+    status, body = await hub.post("/hub/reload")
+    assert status == 200 and body["started"] == ["b"] and body["stopped"] == ["a"]
+    # While a's request runs, b must not get a worker: the cap is 1.
+    while not busy.done():
+        b = await hub.model("b")
+        if b["pid"] is not None:
+            assert not psutil.pid_exists(a["pid"]), "a and b were loaded at once"
+        await asyncio.sleep(0.05)
+    assert (await busy)[0] == 200  # a's request finished normally
+    b = await hub.wait_for("b", lambda m: m["memory_state"] == "loaded")
+    assert not psutil.pid_exists(a["pid"])

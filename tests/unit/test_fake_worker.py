@@ -1,4 +1,5 @@
-"""Quick checks of tests/fake_worker.py, each against a real subprocess on 127.0.0.1."""
+"""Quick checks of the fake worker (tests/fake_worker/), mostly against a real subprocess
+on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -17,15 +18,17 @@ import aiohttp
 import openai
 import pytest
 
-FAKE = Path(__file__).resolve().parents[1] / "fake_worker.py"
-REFERENCE = Path("/work/shared/reference")
+from mlx_openai_server_hub.worker_flags import parse_launch_help
+from tests.conftest import FAKE_WORKER, free_port
+from tests.fake_worker.options import parse_help_options
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+PYPI_HELP = "worker-pypi-1.8.1-launch-help.txt"
+JIT_HELP = "worker-jit-branch-1.3.12-launch-help.txt"
 MODEL = "models/fake-lm"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+MODEL_TYPES = ("lm", "multimodal", "image-generation", "image-edit", "embeddings", "whisper")
+# What worker_flags.build_launch_args always passes, or passes when the worker lists it.
+HUB_FLAGS = {"--model-path", "--model-type", "--host", "--port", "--log-level", "--no-log-file"}
 
 
 def fake_env(**knobs: str) -> dict[str, str]:
@@ -37,7 +40,7 @@ async def run_cli(*args: str, **knobs: str) -> tuple[int, str, str]:
     """Run the fake to completion (for commands that exit by themselves)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
-        str(FAKE),
+        str(FAKE_WORKER),
         *args,
         env=fake_env(**knobs),
         stdout=asyncio.subprocess.PIPE,
@@ -91,7 +94,7 @@ async def fake_worker(*flags: str, ready: bool = True, **knobs: str) -> AsyncIte
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
-        str(FAKE),
+        str(FAKE_WORKER),
         "launch",
         "--model-path",
         MODEL,
@@ -122,20 +125,31 @@ async def fake_worker(*flags: str, ready: bool = True, **knobs: str) -> AsyncIte
 # --- command line -------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("fixture", [PYPI_HELP, JIT_HELP])
+def test_help_fixtures_parse_alike_for_the_hub_and_the_fake(fixture: str) -> None:
+    text = (FIXTURES / fixture).read_text()
+    hub_view = parse_launch_help(text)
+    fake_view = parse_help_options(text)
+    assert set(fake_view) == hub_view.flags
+    assert hub_view.flags >= HUB_FLAGS
+    assert hub_view.choices["--model-type"] == MODEL_TYPES
+    fake_choices = {name: tuple(spec.choices) for name, spec in fake_view.items() if spec.choices}
+    assert fake_choices == hub_view.choices
+
+
 @pytest.mark.parametrize(
-    ("flavor", "reference", "present", "absent"),
+    ("flavor", "fixture", "present", "absent"),
     [
-        ("", "worker-pypi-1.8.1-launch-help.txt", "--served-model-name", "--jit"),
-        ("jit", "worker-jit-branch-1.3.12-launch-help.txt", "--jit", "--served-model-name"),
+        ("", PYPI_HELP, "--served-model-name", "--jit"),
+        ("jit", JIT_HELP, "--jit", "--served-model-name"),
     ],
 )
-async def test_launch_help_flavors(flavor: str, reference: str, present: str, absent: str) -> None:
+async def test_launch_help_flavors(flavor: str, fixture: str, present: str, absent: str) -> None:
     code, out, _ = await run_cli("launch", "--help", FAKE_WORKER_FLAVOR=flavor)
     assert code == 0
     assert out.startswith("Usage: mlx-openai-server launch [OPTIONS]")
     assert present in out and absent not in out
-    if (REFERENCE / reference).exists():
-        assert out == (REFERENCE / reference).read_text()
+    assert out == (FIXTURES / fixture).read_text()
 
 
 @pytest.mark.parametrize(

@@ -43,17 +43,22 @@ def test_every_state_has_a_way_out_except_none():
 
 
 async def test_legal_moves_stamp_times(supervisor: Supervisor):
-    rt = supervisor.models["a"]
-    supervisor._move(rt, process=ProcessState.STARTING, memory=MemoryState.LOADING)
-    assert rt.started_at is not None and rt.memory_changed_at is not None
-    supervisor._move(rt, memory=MemoryState.LOADED)
-    supervisor._move(rt, process=ProcessState.RUNNING)
+    model = supervisor.get("a")
+    model._move(process=ProcessState.STARTING, memory=MemoryState.LOADING)
+    snap = model.snapshot()
+    assert snap.started_at is not None and snap.memory_changed_at is not None
+    # As in the reference, `started` counts running models, not those still starting.
+    assert supervisor.status()["counts"] == {"registered": 2, "started": 0, "loaded": 0}
+    model._move(memory=MemoryState.LOADED)
+    model._move(process=ProcessState.RUNNING)
+    assert model.snapshot().loaded_at is not None
     status = supervisor.status()
     assert status["counts"] == {"registered": 2, "started": 1, "loaded": 1}
-    supervisor._move(rt, process=ProcessState.STOPPING, memory=MemoryState.UNLOADING)
-    supervisor._move(rt, memory=MemoryState.UNLOADED)
-    supervisor._move(rt, process=ProcessState.STOPPED)
-    assert rt.stopped_at is not None
+    model._move(process=ProcessState.STOPPING, memory=MemoryState.UNLOADING)
+    model._move(memory=MemoryState.UNLOADED)
+    model._move(process=ProcessState.STOPPED)
+    snap = model.snapshot()
+    assert snap.stopped_at is not None and snap.unloaded_at is not None
 
 
 @pytest.mark.parametrize(
@@ -66,7 +71,7 @@ async def test_legal_moves_stamp_times(supervisor: Supervisor):
 )
 async def test_illegal_moves_raise(supervisor: Supervisor, process, memory):
     with pytest.raises(IllegalTransition):
-        supervisor._move(supervisor.models["a"], process=process, memory=memory)
+        supervisor.get("a")._move(process=process, memory=memory)
 
 
 async def test_lookup_errors_name_the_model(supervisor: Supervisor):
@@ -79,6 +84,6 @@ async def test_lookup_errors_name_the_model(supervisor: Supervisor):
 
 async def test_requests_to_a_stopped_model_get_503(supervisor: Supervisor):
     with pytest.raises(HubError) as info:
-        async with supervisor.use("a"):
+        async with supervisor.lease("a"):
             pass
     assert info.value.status == 503 and "start-model a" in info.value.message
