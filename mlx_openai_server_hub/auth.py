@@ -1,68 +1,53 @@
 """Who may talk to the hub: the control token, page sessions, API keys.
 
 - `/hub/...` needs the control token as `Authorization: Bearer <token>`, or a
-  session cookie that the status page got (loopback visitors get one on
-  sight; others by typing the token once). A state-changing request carried
-  by a cookie must come from the page's own origin.
+  session cookie that the status page got (a browser of this machine's own
+  user, reaching the hub directly, gets one on sight; others by typing the
+  token once). A state-changing request carried by a cookie must come from
+  the page's own origin.
 - `/v1/...` needs one of `api_keys` when that list is set.
 - Every request must name the hub by a Host it knows (DNS-rebinding guard).
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import hmac
 import ipaddress
-import os
 import secrets
 import socket
+import time
+from collections import deque
 from collections.abc import Iterable
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import psutil
 from aiohttp import web
 
-TOKEN_ENV_VAR = "MLX_HUB_TOKEN"
+from .contract import TOKEN_ENV_VAR as TOKEN_ENV_VAR
+from .contract import is_wildcard
+from .contract import load_or_create_token as load_or_create_token
+from .contract import read_token as read_token
+from .peer_user import peer_is_own_user
+
 SESSION_COOKIE = "mlx_hub_session"
 # Unauthenticated paths: liveness and the page's own way in.
-OPEN_PATHS = frozenset({"/health", "/hub/login"})
+OPEN_PATHS = frozenset({"/health", "/hub/login", "/hub/openapi.json"})
 OPEN_PREFIXES = ("/hub/static/",)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-def load_or_create_token(path: Path) -> str:
-    """The control token: `MLX_HUB_TOKEN`, else the file at `path` (made if absent).
-
-    The file is created with mode 0600 from the start (O_EXCL), so it is never
-    readable by others, not even for a moment.
-    """
-    from_env = os.environ.get(TOKEN_ENV_VAR, "").strip()
-    if from_env:
-        return from_env
-    try:
-        return path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(32)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process won the race; use its token
-        return path.read_text(encoding="utf-8").strip()
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(token + "\n")
-    return token
-
-
-def read_token(path: Path) -> str | None:
-    """The control token for a client: `MLX_HUB_TOKEN`, else the file, else None."""
-    from_env = os.environ.get(TOKEN_ENV_VAR, "").strip()
-    if from_env:
-        return from_env
-    try:
-        return path.read_text(encoding="utf-8").strip() or None
-    except OSError:
-        return None
+# A page session ends this long after it was given, or when the hub stops.
+SESSION_SECONDS = 7 * 24 * 3600.0
+# At most this many live sessions; a new one beyond it ends the oldest.
+MAX_SESSIONS = 1000
+# Wrong tokens per client (peer address) on the login form within the window,
+# after which the form answers 429 (even to the right token) until it passes.
+LOGIN_FAILURES = 10
+LOGIN_WINDOW_SECONDS = 60.0
+MAX_LOGIN_CLIENTS = 10_000
+# Headers a reverse proxy adds: such a request is not a browser on this machine.
+PROXY_HEADERS = ("forwarded", "via", "x-real-ip")
+PROXY_HEADER_PREFIX = "x-forwarded-"
 
 
 def secrets_equal(given: str, expected: str) -> bool:
@@ -96,12 +81,19 @@ def is_loopback(host: str | None) -> bool:
 
 
 def split_host(host_header: str) -> str:
-    """The host part of a Host header (`[::1]:8000` → `::1`, `a:80` → `a`); "" if malformed."""
+    """The host part of a Host header (`[::1]:8000` → `::1`, `a:80` → `a`); "" if malformed.
+
+    A port, when given, must be a number from 1 to 65535 (`localhost:abc` and
+    `127.0.0.1:80.evil.example` are malformed).
+    """
     if any(char in host_header for char in "@/?#\\"):
         return ""  # userinfo or a path: not a plain host[:port], never a name of ours
     try:
         parsed = urlsplit("//" + host_header)
-    except ValueError:  # e.g. an unclosed "[::1"
+        port = parsed.port
+    except ValueError:  # e.g. an unclosed "[::1", or a port that is not a number
+        return ""
+    if host_header.endswith(":") or (port is not None and not 0 < port < 65536):
         return ""
     return (parsed.hostname or "").lower()
 
@@ -111,7 +103,7 @@ def local_names(configured_host: str) -> frozenset[str]:
     names = {"localhost", "127.0.0.1", "::1"}
     hostname = socket.gethostname().lower()
     names |= {hostname, hostname.split(".")[0], hostname.split(".")[0] + ".local"}
-    if configured_host not in ("", "0.0.0.0", "::"):
+    if not is_wildcard(configured_host):
         names.add(configured_host.strip("[]").lower())
     for addresses in psutil.net_if_addrs().values():
         for addr in addresses:
@@ -120,14 +112,89 @@ def local_names(configured_host: str) -> frozenset[str]:
     return frozenset(names)
 
 
+def is_proxied(request: web.Request) -> bool:
+    """True when a reverse proxy says it forwarded the request (Forwarded, Via, X-Forwarded-*…)."""
+    return any(
+        name.lower() in PROXY_HEADERS or name.lower().startswith(PROXY_HEADER_PREFIX)
+        for name in request.headers
+    )
+
+
+def came_over_tls(request: web.Request) -> bool:
+    """True when the browser used https: to the hub itself, or to a proxy that says so.
+
+    Believing a forged `X-Forwarded-Proto` only makes the cookie stricter.
+    """
+    if request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https":
+        return True
+    return "proto=https" in request.headers.get("Forwarded", "").lower().replace('"', "")
+
+
+def _forwarded_host(request: web.Request) -> str:
+    """The Host the browser sent to a proxy in front (X-Forwarded-Host or Forwarded host=)."""
+    if "X-Forwarded-Host" in request.headers:
+        return request.headers["X-Forwarded-Host"].split(",")[0].strip().lower()
+    for part in request.headers.get("Forwarded", "").split(",")[0].split(";"):
+        key, _, value = part.strip().partition("=")
+        if key.lower() == "host":
+            return value.strip('"').lower()
+    return ""
+
+
+def _digest(session: str) -> bytes:
+    # Sessions are kept and looked up by hash: a dict lookup, and nothing to time.
+    return hashlib.sha256(session.encode("utf-8", "surrogatepass")).digest()
+
+
+class LoginLimiter:
+    """At most LOGIN_FAILURES wrong tokens per client within LOGIN_WINDOW_SECONDS."""
+
+    def __init__(self) -> None:
+        self._failures: dict[str, deque[float]] = {}
+
+    def retry_after(self, client: str) -> float:
+        """Seconds until `client` may try again (0: now)."""
+        failures = self._failures.get(client)
+        if failures is None:
+            return 0.0
+        now = time.monotonic()
+        while failures and failures[0] <= now - LOGIN_WINDOW_SECONDS:
+            failures.popleft()
+        if not failures:
+            del self._failures[client]
+            return 0.0
+        if len(failures) < LOGIN_FAILURES:
+            return 0.0
+        return failures[0] + LOGIN_WINDOW_SECONDS - now
+
+    def failed(self, client: str) -> None:
+        """Count one wrong token from `client`."""
+        if client not in self._failures and len(self._failures) >= MAX_LOGIN_CLIENTS:
+            # A flood of addresses must not grow memory: forget the longest-known one.
+            del self._failures[next(iter(self._failures))]
+        self._failures.setdefault(client, deque(maxlen=LOGIN_FAILURES)).append(time.monotonic())
+
+
 class Auth:
     """The hub's credentials and the checks made on every request."""
 
-    def __init__(self, token: str, api_keys: Iterable[str], allowed_hosts: Iterable[str]) -> None:
+    def __init__(
+        self,
+        token: str,
+        api_keys: Iterable[str],
+        allowed_hosts: Iterable[str],
+        configured_hosts: Iterable[str] = (),
+    ) -> None:
         self.token = token
         self.api_keys = tuple(api_keys)
         self.allowed_hosts = frozenset(allowed_hosts)
-        self._sessions: set[str] = set()
+        # `allowed_hosts` from hub.yaml: names of the hub behind a proxy or an alias. When
+        # set, no visitor gets a session without the token (a proxy makes every visitor
+        # look local), and a page at one of these names is the hub's own origin.
+        self.configured_hosts = frozenset(h.lower() for h in configured_hosts)
+        self.logins = LoginLimiter()
+        # digest → when it ends (time.time(): a Mac asleep still counts); oldest first.
+        self._sessions: dict[bytes, float] = {}
 
     def check_token(self, given: str | None) -> bool:
         """True when `given` is the control token."""
@@ -144,19 +211,45 @@ class Auth:
 
     def new_session(self) -> str:
         """Create a page session and return its cookie value."""
+        now = time.time()
+        while self._sessions:
+            digest, ends = next(iter(self._sessions.items()))
+            if ends > now and len(self._sessions) < MAX_SESSIONS:
+                break
+            del self._sessions[digest]  # expired, or the oldest one over the cap
         session = secrets.token_urlsafe(32)
-        self._sessions.add(session)
+        self._sessions[_digest(session)] = now + SESSION_SECONDS
         return session
 
     def has_session(self, request: web.Request) -> bool:
         """True when the request carries a live session cookie."""
         value = request.cookies.get(SESSION_COOKIE)
-        return value is not None and any(secrets_equal(value, s) for s in self._sessions)
+        if not value:
+            return False
+        digest = _digest(value)
+        ends = self._sessions.get(digest)
+        if ends is None:
+            return False
+        if ends <= time.time():
+            del self._sessions[digest]
+            return False
+        return True
 
-    def set_session_cookie(self, response: web.StreamResponse) -> None:
-        """Give the browser a new HttpOnly, SameSite=Strict session cookie."""
+    def end_session(self, request: web.Request) -> None:
+        """Forget the request's session (logout)."""
+        value = request.cookies.get(SESSION_COOKIE)
+        if value:
+            self._sessions.pop(_digest(value), None)
+
+    def set_session_cookie(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Give the browser a new HttpOnly, SameSite=Strict (and over https, Secure) cookie."""
         response.set_cookie(
-            SESSION_COOKIE, self.new_session(), httponly=True, samesite="Strict", path="/"
+            SESSION_COOKIE,
+            self.new_session(),
+            httponly=True,
+            samesite="Strict",
+            path="/",
+            secure=came_over_tls(request),
         )
 
     def host_allowed(self, request: web.Request) -> bool:
@@ -164,19 +257,39 @@ class Auth:
         host = split_host(request.headers.get("Host", ""))
         return host in self.allowed_hosts
 
-    def is_local_visit(self, request: web.Request) -> bool:
-        """A browser on this machine: loopback peer and loopback Host."""
-        peer = request.remote
-        host = split_host(request.headers.get("Host", ""))
-        return is_loopback(peer) and is_loopback(host)
+    async def is_local_visit(self, request: web.Request) -> bool:
+        """A browser of this machine's own user, straight to the hub: it may skip the token.
 
-    @staticmethod
-    def same_origin(request: web.Request) -> bool:
-        """True when Origin (or Referer) is the hub itself, as the Host header names it."""
+        Loopback peer and loopback Host; no proxy headers and no `allowed_hosts` (behind a
+        proxy on this machine every visitor is a loopback peer); and the client's socket
+        belongs to the hub's own Unix user (another user cannot read hub.token).
+        """
+        if self.configured_hosts or is_proxied(request):
+            return False
+        if not is_loopback(split_host(request.headers.get("Host", ""))):
+            return False
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        local = request.transport.get_extra_info("sockname") if request.transport else None
+        if not peer or not local or not is_loopback(str(peer[0])):
+            return False
+        return await asyncio.to_thread(peer_is_own_user, peer[:2], local[:2])
+
+    def same_origin(self, request: web.Request) -> bool:
+        """True when Origin (or Referer) is the hub itself.
+
+        The hub is who the Host header names, who a proxy in front says the browser
+        asked for (X-Forwarded-Host, Forwarded host=), or an `allowed_hosts` name. A
+        page elsewhere cannot add the proxy headers: they are not CORS-safelisted.
+        """
         source = request.headers.get("Origin") or request.headers.get("Referer")
         if not source or source == "null":
             return False
         parsed = urlsplit(source)
-        return parsed.scheme in ("http", "https") and parsed.netloc.lower() == (
-            request.headers.get("Host", "").lower()
-        )
+        if parsed.scheme not in ("http", "https"):
+            return False
+        netloc = parsed.netloc.lower()
+        if not netloc:
+            return False
+        if netloc in (request.headers.get("Host", "").lower(), _forwarded_host(request)):
+            return True
+        return bool(parsed.hostname) and parsed.hostname in self.configured_hosts

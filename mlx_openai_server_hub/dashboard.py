@@ -1,10 +1,13 @@
 """The status page at `/hub`: a template, its script and styles, and the way in.
 
-- `GET /hub` serves the page. A browser on this machine (loopback peer and
-  loopback Host) gets it right away plus a session cookie; a visitor holding a
-  session (or the Bearer token) gets it too; anyone else gets the login form.
+- `GET /hub` serves the page. A browser of this machine's own user that
+  reaches the hub directly (see `Auth.is_local_visit`) gets it right away plus
+  a session cookie; a visitor holding a session (or the Bearer token) gets it
+  too; anyone else gets the login form.
 - `GET /hub/login?token=...` (the link the CLI prints) and `POST /hub/login`
-  (the form) trade the control token for a session cookie.
+  (the form, at most LOGIN_MAX_BYTES) trade the control token for a session
+  cookie; too many wrong tokens from one address get 429 for a while.
+- `POST /hub/logout` ends the session (the page's "Sign out" button).
 - `/hub/static/...` serves `hub.js` and `hub.css`: no CDN, no build step.
 
 The page holds no secret: its requests ride on the HttpOnly session cookie.
@@ -15,6 +18,7 @@ The auth middleware (app.py) lets `/hub/login`, `/hub/static/*` and the exact
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +26,17 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from .auth import bearer_of
+from .auth import SESSION_COOKIE, bearer_of
 from .bodies import read_within_idle_timeout
 from .errors import error_response
 from .keys import AUTH_KEY, SUPERVISOR_KEY
 
 PAGE_TEMPLATE = "hub_status.html.jinja"
 LOGIN_TEMPLATE = "hub_login.html.jinja"
-STATIC_FILES = ("hub.css", "hub.js")
+STATIC_FILES = ("hub.css", "hub.js", "hub_logs.js")
 DISABLED_MESSAGE = "Hub status page is disabled in configuration."
+# The form holds one token: a bigger body is refused before it is read.
+LOGIN_MAX_BYTES = 4096
 
 # The page loads nothing from elsewhere and may not be framed.
 _PAGE_HEADERS = {
@@ -72,6 +78,7 @@ def setup_dashboard(app: web.Application) -> None:
     app.router.add_get("/hub", hub_page)
     app.router.add_get("/hub/login", login_link)
     app.router.add_post("/hub/login", login_form)
+    app.router.add_post("/hub/logout", logout)
     # Only the page's own files: no path from the URL ever reaches the file system.
     app.router.add_get("/hub/static/{filename:.*}", static_file)
 
@@ -118,7 +125,7 @@ def _login_page(request: web.Request, error: str | None = None) -> web.Response:
 def _signed_in_redirect(request: web.Request) -> web.Response:
     """303 to `/hub` with a fresh session cookie."""
     response = web.Response(status=303, headers={"Location": "/hub", **_LOGIN_HEADERS})
-    request.app[AUTH_KEY].set_session_cookie(response)
+    request.app[AUTH_KEY].set_session_cookie(request, response)
     return response
 
 
@@ -129,9 +136,9 @@ async def hub_page(request: web.Request) -> web.Response:
     auth = request.app[AUTH_KEY]
     if auth.has_session(request):
         return _render(request, PAGE_TEMPLATE, {})
-    if auth.is_local_visit(request) or auth.check_token(bearer_of(request)):
+    if auth.check_token(bearer_of(request)) or await auth.is_local_visit(request):
         response = _render(request, PAGE_TEMPLATE, {})
-        auth.set_session_cookie(response)
+        auth.set_session_cookie(request, response)
         return response
     return _login_page(request)
 
@@ -145,23 +152,47 @@ async def login_link(request: web.Request) -> web.Response:
         if request.app[AUTH_KEY].has_session(request):
             raise web.HTTPSeeOther("/hub")
         return _login_page(request)
-    if request.app[AUTH_KEY].check_token(token.strip()):
-        return _signed_in_redirect(request)
-    return _login_page(request, "That token is not valid.")
+    return _try_token(request, token.strip())
 
 
 async def login_form(request: web.Request) -> web.Response:
     """`POST /hub/login` with form field `token`."""
     if not _page_enabled(request):
         return error_response(DISABLED_MESSAGE, 404)
+    if request.content_length is not None and request.content_length > LOGIN_MAX_BYTES:
+        raise web.HTTPRequestEntityTooLarge(LOGIN_MAX_BYTES, request.content_length)
+    # A clone with a small client_max_size stops reading a chunked body at the cap.
+    capped = request.clone(client_max_size=LOGIN_MAX_BYTES)
     try:
-        form = await read_within_idle_timeout(request, request.post())
+        form = await read_within_idle_timeout(request, capped.post())
     except (ValueError, AssertionError):  # a broken multipart body
         return error_response("Malformed form body", 400)
     token = form.get("token")
     token = token.strip() if isinstance(token, str) else ""
     if not token:
         return _login_page(request, "Enter the hub token.")
-    if request.app[AUTH_KEY].check_token(token):
+    return _try_token(request, token)
+
+
+def _try_token(request: web.Request, token: str) -> web.Response:
+    """Sign in with `token`, unless this client has guessed wrong too often (429)."""
+    auth = request.app[AUTH_KEY]
+    client = request.remote or ""
+    wait = auth.logins.retry_after(client)
+    if wait > 0:
+        # Even the right token: a guesser must learn nothing while it waits.
+        seconds = math.ceil(wait)
+        message = f"Too many wrong tokens from {client}; try again in {seconds} s"
+        return error_response(message, 429, headers={"Retry-After": str(seconds)})
+    if auth.check_token(token):
         return _signed_in_redirect(request)
+    auth.logins.failed(client)
     return _login_page(request, "That token is not valid.")
+
+
+async def logout(request: web.Request) -> web.Response:
+    """`POST /hub/logout`: end this browser's session and show the login form (303)."""
+    request.app[AUTH_KEY].end_session(request)
+    response = web.Response(status=303, headers={"Location": "/hub/login", **_LOGIN_HEADERS})
+    response.del_cookie(SESSION_COOKIE, path="/")
+    return response

@@ -4,12 +4,18 @@ The hub's own log and every worker's output go through one queue to one
 background thread that owns the rotating files, so a slow or full disk never
 stalls the event loop. A failing file is remembered and shown as a warning in
 `/hub/status` while the hub keeps serving.
+
+Logs hold prompts' traces and paths: files are 0600 and a folder the hub makes
+is 0700, whatever the umask.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import logging.handlers
+import os
 import queue
 import sys
 import threading
@@ -20,6 +26,8 @@ HUB_LOGGER = "mlx_hub"
 LOG_FORMAT = "%(asctime)s | %(levelname)s | %(message)s"
 MAX_BYTES = 10 * 1024 * 1024
 BACKUP_COUNT = 3
+FILE_MODE = 0o600
+FOLDER_MODE = 0o700
 
 logger = logging.getLogger(HUB_LOGGER)
 
@@ -35,7 +43,7 @@ class _FileHandler(logging.handlers.RotatingFileHandler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+            Path(self.baseFilename).parent.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
         except OSError as exc:
             self._owner.record_error(self.baseFilename, exc)
             return
@@ -44,6 +52,13 @@ class _FileHandler(logging.handlers.RotatingFileHandler):
         super().emit(record)
         if not self._failed:
             self._owner.record_ok(self.baseFilename)
+
+    def _open(self) -> io.TextIOWrapper:
+        # Created 0600 (not 0666 minus umask); a file an older hub left 0644 is tightened.
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+        with contextlib.suppress(OSError):  # not ours to change: keep logging to it
+            os.fchmod(fd, FILE_MODE)
+        return open(fd, "a", encoding=self.encoding, errors=self.errors)
 
     def handleError(self, record: logging.LogRecord) -> None:
         self._failed = True

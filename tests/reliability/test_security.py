@@ -161,6 +161,11 @@ def test_foreign_host_names_are_refused(hub: Hub) -> None:
         "127.0.0.2.nip.io",
         "[::1",
         "127.0.0.1/evil",
+        f"127.0.0.1:{hub.port}.evil.example",
+        "localhost:abc",
+        "localhost:99999",
+        "localhost:0",
+        "localhost:",
     ]
     requests = [
         ("GET", "/hub/status", hub.auth),
@@ -285,8 +290,8 @@ def test_token_file_is_private_from_its_first_byte(
         calls.append(("open", (str(path), flags, mode)))
         return real_open(path, flags, mode, *args, **kwargs)
 
-    monkeypatch.setattr(auth_module.os, "open", spy_open)
-    monkeypatch.setattr(auth_module.os, "chmod", lambda *a, **k: calls.append(("chmod", a)))
+    monkeypatch.setattr(os, "open", spy_open)
+    monkeypatch.setattr(os, "chmod", lambda *a, **k: calls.append(("chmod", a)))
     old_umask = os.umask(0)
     try:
         token = auth_module.load_or_create_token(tmp_path / "sub" / "hub.token")
