@@ -13,13 +13,14 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import attrs
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from .access_log import setup_access_log
 from .auth import (
     OPEN_PATHS,
     OPEN_PREFIXES,
@@ -32,9 +33,11 @@ from .auth import (
 from .config import HubConfig, load_config
 from .control_api import SHUTDOWN_EVENT_KEY, setup_control_api
 from .dashboard import setup_dashboard
+from .downloads_api import setup_download_api
 from .errors import HubError, error_response
 from .keys import AUTH_KEY, SUPERVISOR_KEY
 from .logs import LogFiles, setup_hub_logging
+from .logs_api import setup_logs_api
 from .proxy import MAX_BODY_BYTES, setup_proxy
 from .runtime_state import (
     RuntimeState,
@@ -95,7 +98,8 @@ def _payload_reason(exc: Exception) -> str:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Host check for everyone; token or page session for /hub; origin, API keys for /v1."""
+    """Host check for everyone; token or page session for /hub and /metrics (unless
+    metrics_public); origin and API keys for /v1."""
     auth = request.app[AUTH_KEY]
     path = request.path
     if path == "/health":
@@ -104,8 +108,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return error_response(
             f"Host '{request.headers.get('Host', '')}' is not a name of this hub", 403
         )
-    if path == "/hub" or path.startswith("/hub/"):
-        refusal = _control_refusal(auth, request)
+    if path == "/hub" or path.startswith("/hub/") or path == "/metrics":
+        public = path == "/metrics" and request.app[SUPERVISOR_KEY].config.metrics_public
+        refusal = None if public else _control_refusal(auth, request)
         if refusal is not None:
             return refusal
     elif path.startswith("/v1/"):
@@ -143,18 +148,44 @@ def _control_refusal(auth: Auth, request: web.Request) -> web.Response | None:
 # ----------------------------------------------------------------- the app
 
 
-def build_app(supervisor: Supervisor, auth: Auth) -> web.Application:
-    """The aiohttp application serving everything on the hub's port."""
+def build_app(
+    supervisor: Supervisor, auth: Auth, runtime: RuntimeFile | None = None
+) -> web.Application:
+    """The aiohttp application serving everything on the hub's port.
+
+    Its start-up opens the supervisor (and starts the runtime-file writer);
+    its shutdown stops every worker before connections are closed, so a
+    stream still running past the grace period ends instead of holding the
+    exit up.
+    """
     app = web.Application(
         middlewares=[error_middleware, auth_middleware], client_max_size=MAX_BODY_BYTES
     )
     app[SUPERVISOR_KEY] = supervisor
     app[AUTH_KEY] = auth
     app[SHUTDOWN_EVENT_KEY] = asyncio.Event()
+    setup_access_log(app, supervisor.metrics)
+    if runtime is not None:
+        app.cleanup_ctx.append(runtime.context)
+    app.cleanup_ctx.append(_supervisor_context)
+    app.on_shutdown.append(_stop_workers)
     setup_control_api(app)
     setup_proxy(app)
     setup_dashboard(app)
+    setup_download_api(app, supervisor.downloads)
+    setup_logs_api(app)
     return app
+
+
+async def _supervisor_context(app: web.Application) -> AsyncIterator[None]:
+    supervisor = app[SUPERVISOR_KEY]
+    await supervisor.open()
+    yield
+    await supervisor.shutdown(0)
+
+
+async def _stop_workers(app: web.Application) -> None:
+    await app[SUPERVISOR_KEY].shutdown(0)
 
 
 class RuntimeFile:
@@ -170,16 +201,30 @@ class RuntimeFile:
         self._log_files = log_files
         self._dirty = asyncio.Event()
         self._dirty.set()
+        self._closing = False
 
     def update(self, workers: dict[str, WorkerRecord]) -> None:
         """Record the current workers (written soon after)."""
         self.state.workers = workers
         self._dirty.set()
 
+    async def context(self, _app: web.Application) -> AsyncIterator[None]:
+        """The writer runs while the app does; the file is removed when it ends."""
+        writer = asyncio.create_task(self.run(), name="runtime-file-writer")
+        yield
+        # Let a write in progress finish rather than cancel it: its thread would
+        # go on and could recreate the file after it is removed.
+        self._closing = True
+        self._dirty.set()
+        await writer
+        remove_runtime(self.path, self.state.pid)
+
     async def run(self) -> None:
-        """Write the file whenever it changed, until cancelled."""
+        """Write the file whenever it changed, until the app shuts down."""
         while True:
             await self._dirty.wait()
+            if self._closing:
+                return
             self._dirty.clear()
             snapshot = attrs.evolve(self.state, workers=dict(self.state.workers))
             try:
@@ -214,7 +259,7 @@ async def _serve(config: HubConfig, log_to_stderr: bool) -> int:
 
 async def _run_hub(config: HubConfig, log_files: LogFiles, log_to_stderr: bool) -> int:
     with contextlib.suppress(OSError):
-        config.log_path.mkdir(parents=True, exist_ok=True)
+        config.log_path.mkdir(mode=0o700, parents=True, exist_ok=True)
     setup_hub_logging(config.log_level, log_files, config.log_path, log_to_stderr)
     logger.info(
         "Loaded hub config from %s with %d model(s) and %d group(s)",
@@ -225,12 +270,12 @@ async def _run_hub(config: HubConfig, log_files: LogFiles, log_to_stderr: bool) 
     if not _clear_previous_run(config):
         return 1
     names = local_names(config.host) | {h.lower() for h in config.allowed_hosts}
-    auth = Auth(load_or_create_token(config.token_path), config.api_keys, names)
+    token = load_or_create_token(config.token_path)
+    auth = Auth(token, config.api_keys, names, configured_hosts=config.allowed_hosts)
     state = RuntimeState(os.getpid(), config.host, config.port)
     runtime = RuntimeFile(config.runtime_path, state, log_files)
     supervisor = Supervisor(config, log_files, on_workers_changed=runtime.update)
-    await supervisor.open()
-    app = build_app(supervisor, auth)
+    app = build_app(supervisor, auth, runtime)
     runner = web.AppRunner(
         app,
         handler_cancellation=True,
@@ -238,7 +283,6 @@ async def _run_hub(config: HubConfig, log_files: LogFiles, log_to_stderr: bool) 
         keepalive_timeout=IDLE_CONNECTION_SECONDS,
     )
     await runner.setup()
-    writer = asyncio.create_task(runtime.run(), name="runtime-file-writer")
     try:
         try:
             await web.TCPSite(runner, config.host, config.port, reuse_address=True).start()
@@ -252,11 +296,7 @@ async def _run_hub(config: HubConfig, log_files: LogFiles, log_to_stderr: bool) 
         await supervisor.shutdown(config.shutdown_grace)
         return 0
     finally:
-        await supervisor.shutdown(0)
         await runner.cleanup()
-        writer.cancel()
-        await asyncio.gather(writer, return_exceptions=True)
-        remove_runtime(config.runtime_path, os.getpid())
         logger.info("Hub stopped")
 
 

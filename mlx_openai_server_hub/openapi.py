@@ -114,6 +114,9 @@ def _ops() -> list[Operation]:
             produces="text/html",
         ),
         Operation(
+            "POST", "/hub/logout", "End the page session", "page", CONTROL, produces="text/html"
+        ),
+        Operation(
             "GET",
             "/hub/static/{filename}",
             "The page's script and styles",
@@ -137,7 +140,12 @@ def _ops() -> list[Operation]:
             CONTROL,
             query=(
                 ("model", "string", "A model name; omitted: the hub's own log", False),
-                ("lines", "integer", "How many last lines (default 100)", False),
+                (
+                    "lines",
+                    "integer",
+                    "How many last lines: 1 to 10000, default 100 (0 with follow: new lines only)",
+                    False,
+                ),
                 ("follow", "boolean", "1: keep sending new lines (text/event-stream)", False),
             ),
             produces="text/plain",

@@ -118,9 +118,18 @@ class RequestQueue:
         return len(self._waiters) + self._pending
 
     @property
+    def waiting(self) -> int:
+        """Requests waiting for a slot (not those holding one while their model loads)."""
+        return len(self._waiters)
+
+    @property
     def busy(self) -> bool:
         """True while any request is served or waiting (the model is not idle)."""
         return self._holding > 0 or bool(self._waiters)
+
+    def would_wait(self) -> bool:
+        """True when a request arriving now would have to wait for a slot."""
+        return bool(self._waiters) or not self._has_free_slot()
 
     def stats(self) -> QueueStats:
         """A snapshot of the counts and limits."""

@@ -305,7 +305,12 @@
     tr.dataset.memoryState = mstate;
 
     const name = el('td', 'cell-name', model.id);
-    if (meta.log_path) name.title = `Log: ${meta.log_path}`;
+    if (meta.log_path) {
+      name.title = `Log: ${meta.log_path}`;
+      const logs = el('a', 'log-link', 'Logs');
+      logs.href = `/hub/logs/view?model=${encodeURIComponent(model.id)}`;
+      name.append(logs);
+    }
     tr.append(
       name,
       el('td', 'cell-process', describeProcess(meta, pstate)),

@@ -57,3 +57,11 @@ def test_the_check_fails_both_ways():
     assert ("GET", "/health") in diff.undocumented
     doc["paths"]["/hub/gone"] = {"get": {"responses": {}}}
     assert route_mismatches(app, doc).not_served == {("GET", "/hub/gone")}
+
+
+def test_the_hub_serves_exactly_the_documented_routes(hub_app):
+    app, _supervisor = hub_app
+    diff = route_mismatches(app)
+    assert not diff, (
+        f"undocumented: {sorted(diff.undocumented)}; not served: {sorted(diff.not_served)}"
+    )
