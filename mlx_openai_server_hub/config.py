@@ -21,10 +21,17 @@ from typing import Any
 import attrs
 import yaml
 
-HUB_HOME = Path("~/mlx-openai-server-hub")
-DEFAULT_CONFIG_PATH = HUB_HOME / "hub.yaml"
-DEFAULT_LOG_PATH = HUB_HOME / "logs"
-CONFIG_ENV_VAR = "MLX_HUB_CONFIG_PATH"
+from .contract import (
+    CONFIG_ENV_VAR,
+    DEFAULT_CONFIG_PATH,
+    DEFAULT_HOST,
+    DEFAULT_LOG_PATH,
+    DEFAULT_PORT,
+    runtime_path_for,
+    token_path_for,
+)
+from .sizes import SizeSpec, parse_size, parse_size_or_share
+
 # A hub.yaml is a few KB: anything far bigger is a mistake, not a config.
 MAX_CONFIG_BYTES = 2**20
 
@@ -88,12 +95,21 @@ class ModelConfig:
     startup_timeout: float = 600.0
     # Longest silence from a worker while answering a request.
     request_timeout: float = 600.0
+    # Bytes this model needs for memory admission (overrides learned and estimate).
+    memory: int | None = None
+    # The Hugging Face revision (branch, tag or commit) of a repo-id model_path.
+    revision: str | None = None
+
+    # What status shows about this entry (keys accepted but without effect).
+    warnings: tuple[str, ...] = ()
 
     def worker_identity(self) -> dict[str, Any]:
         """Everything that, when changed, means the worker must be restarted."""
         return attrs.asdict(
             self,
-            filter=lambda a, _v: a.name not in ("default", "group", "auto_unload_minutes"),
+            filter=lambda a, _v: (
+                a.name not in ("default", "group", "auto_unload_minutes", "memory", "warnings")
+            ),
         )
 
 
@@ -104,8 +120,8 @@ class HubConfig:
     source_path: Path
     models: tuple[ModelConfig, ...]
     groups: tuple[GroupConfig, ...] = ()
-    host: str = "0.0.0.0"
-    port: int = 8000
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
     model_starting_port: int = 47850
     log_level: str = "INFO"
     log_path: Path = attrs.field(factory=lambda: DEFAULT_LOG_PATH.expanduser())
@@ -117,6 +133,11 @@ class HubConfig:
     allowed_hosts: tuple[str, ...] = ()
     # How long a graceful shutdown lets requests in flight finish.
     shutdown_grace: float = 30.0
+    # Serve /metrics without the control token (for a Prometheus on a trusted network).
+    metrics_public: bool = False
+    # Memory admission (memory.py, admission.py): None = no budget / the default margin.
+    memory_budget: SizeSpec | None = None
+    memory_safety_margin: SizeSpec | None = None
 
     def model(self, name: str) -> ModelConfig | None:
         """The model called `name`, or None."""
@@ -129,12 +150,12 @@ class HubConfig:
     @property
     def token_path(self) -> Path:
         """`hub.token`, beside hub.yaml."""
-        return self.source_path.parent / "hub.token"
+        return token_path_for(self.source_path)
 
     @property
     def runtime_path(self) -> Path:
         """`<log_path>/hub_runtime.json`, written while the hub runs."""
-        return self.log_path / "hub_runtime.json"
+        return runtime_path_for(self.log_path)
 
     @property
     def launch_help_path(self) -> Path:
@@ -474,6 +495,23 @@ def _lora_scales(value: Any, label: str) -> tuple[float, ...]:
     return tuple(float(number) for number in numbers if number is not None)
 
 
+def _size(value: Any, label: str) -> int:
+    try:
+        return parse_size(value, label)
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
+
+
+def _size_or_share(*, allow_zero: bool = False) -> _Parser:
+    def parse(value: Any, label: str) -> SizeSpec:
+        try:
+            return parse_size_or_share(value, label, allow_zero=allow_zero)
+        except ValueError as exc:
+            raise _Invalid(str(exc)) from None
+
+    return parse
+
+
 _LOG_LEVEL = _one_of(LOG_LEVELS, fold_case=True)
 
 
@@ -502,6 +540,9 @@ _TOP_LEVEL_TABLE: dict[str, _Key] = {
     "api_keys": _Key(_strings),
     "allowed_hosts": _Key(_strings),
     "shutdown_grace": _Key(_non_negative_number),
+    "metrics_public": _Key(_boolean),
+    "memory_budget": _Key(_size_or_share()),
+    "memory_safety_margin": _Key(_size_or_share(allow_zero=True)),
 }
 
 _GROUP_TABLE: dict[str, _Key] = {
@@ -542,11 +583,18 @@ _MODEL_TABLE: dict[str, _Key] = {
     "env": _Key(_env),
     "startup_timeout": _Key(_positive_number),
     "request_timeout": _Key(_positive_number),
+    "memory": _Key(_size),
+    "revision": _Key(_text),
 }
 
 TOP_LEVEL_KEYS: tuple[str, ...] = (*_TOP_LEVEL_TABLE, *_SECTIONS)
 GROUP_KEYS: tuple[str, ...] = tuple(_GROUP_TABLE)
 MODEL_KEYS: tuple[str, ...] = tuple(_MODEL_TABLE)
+# Accepted in a model entry, as the reference did, but with no effect there.
+_NO_EFFECT_MODEL_KEYS: dict[str, str] = {
+    "enable_status_page": "has no effect per model; the status page is on or off for the "
+    "whole hub (the top-level enable_status_page)",
+}
 # Alternative spellings of model keys: alias -> key.
 MODEL_KEY_ALIASES: dict[str, str] = {
     alias: key for key, spec in _MODEL_TABLE.items() for alias in spec.aliases
@@ -569,9 +617,12 @@ class _Site:
     def index(self, index: int) -> _Site:
         return _Site(self.file, f"{self.keys}[{index}]")
 
-    def error(self, message: str, at: str = "") -> ConfigError:
+    def message(self, message: str, at: str = "") -> str:
         keys = self.keys + at
-        return ConfigError(f"{self.file}: {keys}: {message}" if keys else f"{self.file}: {message}")
+        return f"{self.file}: {keys}: {message}" if keys else f"{self.file}: {message}"
+
+    def error(self, message: str, at: str = "") -> ConfigError:
+        return ConfigError(self.message(message, at))
 
 
 def _read_mapping(
@@ -685,7 +736,12 @@ def _model(entry: Any, index: int, hub: HubConfig, site: _Site) -> ModelConfig:
         "model_path": f"{number} is missing required 'model_path'",
         "name": f"{number} is missing required 'name'",
     }
-    values = _read_mapping(entry, _MODEL_TABLE, site, required)
+    values = _read_mapping(entry, _MODEL_TABLE, site, required, tuple(_NO_EFFECT_MODEL_KEYS))
+    values["warnings"] = tuple(
+        site.key(key).message(f"Model '{values['name']}': {why}")
+        for key, why in _NO_EFFECT_MODEL_KEYS.items()
+        if key in entry
+    )
     if "auto_unload_minutes" in values and not values.get("jit_enabled"):
         raise site.key("auto_unload_minutes").error(
             "Auto-unload requires JIT loading to be enabled"

@@ -33,6 +33,9 @@ $worker_command_line
 # api_keys: [change-me]      # e.g.; keys clients send as "Authorization: Bearer <key>"
 # allowed_hosts: [studio.lan]  # e.g.; extra names clients use for this machine (Host header)
 # shutdown_grace: 30         # seconds requests in flight get to finish on shutdown
+# metrics_public: false      # true = /metrics without the token (Prometheus on a trusted net)
+# memory_budget: 75%         # e.g.; most memory all models may hold together; unset = no budget
+# memory_safety_margin: 3GB  # e.g.; memory a load must leave available; default 2GB
 
 # --- Groups (optional) ------------------------------------------------------
 # A group caps how many of its models are loaded at once.
@@ -72,6 +75,8 @@ $default_line
     # env: {HF_HUB_OFFLINE: "1"}         # e.g.; extra environment variables for the worker
     # startup_timeout: 600   # seconds a worker gets to become healthy
     # request_timeout: 600   # longest silence from a worker while it answers
+    # memory: 12GB           # e.g.; what this model needs; unset = measured, else estimated
+    # revision: main         # e.g.; Hugging Face branch, tag or commit of a repo-id model_path
 """)
 
 

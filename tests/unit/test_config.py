@@ -617,8 +617,8 @@ def test_public_key_lists() -> None:
         "lora_paths_str": "lora_paths",
         "lora_scales_str": "lora_scales",
     }
-    # Every model key is a ModelConfig field and vice versa.
-    assert set(MODEL_KEYS) == {field.name for field in attrs.fields(ModelConfig)}
+    # Every model key is a ModelConfig field and vice versa (but the derived warnings).
+    assert set(MODEL_KEYS) == {field.name for field in attrs.fields(ModelConfig)} - {"warnings"}
 
 
 # --- Robustness -------------------------------------------------------------
@@ -705,6 +705,11 @@ _PLAUSIBLE: dict[str, list[Any]] = {
     "env": [{"A": 1}],
     "startup_timeout": [5],
     "request_timeout": [5.5],
+    "memory_budget": ["75%", "48GB", 1024],
+    "metrics_public": [True, False],
+    "memory_safety_margin": [0, "1GB"],
+    "memory": ["12GB", 800],
+    "revision": ["main", "a1b2c3d"],
 }
 
 
@@ -770,3 +775,16 @@ def test_any_document_gives_a_config_or_a_config_error(document: Any) -> None:
 def test_any_text_gives_a_config_or_a_config_error(text: str) -> None:
     with contextlib.suppress(ConfigError):
         load_config_text(text, SOURCE)
+
+
+def test_per_model_enable_status_page_is_accepted_with_a_warning(tmp_path: Path):
+    text = (
+        "models:\n  - {name: a, model_path: /m, enable_status_page: false}\n"
+        "  - {name: b, model_path: /n}\n"
+    )
+    config = load_config_text(text, tmp_path / "hub.yaml")
+    a, b = config.models
+    (warning,) = a.warnings
+    assert "models[0].enable_status_page" in warning and "no effect per model" in warning
+    assert b.warnings == () and config.enable_status_page is True
+    assert "warnings" not in a.worker_identity()  # a warning alone never restarts a worker

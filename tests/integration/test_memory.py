@@ -1,0 +1,116 @@
+"""Memory admission through a real hub with fake workers: admit, evict, wait, refuse, learn."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+
+from tests.conftest import HubFactory, fake_model
+
+CHAT = "/v1/chat/completions"
+MB = 2**20
+
+
+def chat(model: str, **extra: object) -> dict:
+    return {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
+
+
+async def post_json(hub, payload: dict) -> tuple[int, dict]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(hub.url + CHAT, json=payload) as resp,
+    ):
+        return resp.status, await resp.json(content_type=None)
+
+
+def jit(name: str, memory: str | None = None, **extra: object) -> dict:
+    """A JIT model started with the hub (so it loads on its first request)."""
+    if memory is not None:
+        extra["memory"] = memory
+    return fake_model(name, jit_enabled=True, default=True, **extra)
+
+
+async def started(hub, *names: str) -> None:
+    for name in names:
+        await hub.wait_for(name, lambda m: m["process_state"] == "running")
+
+
+async def test_admits_then_evicts_the_least_recently_used_idle_model(hub_factory: HubFactory):
+    hub = hub_factory(
+        [jit("a", "400MB"), jit("b", "400MB"), jit("c", "400MB")],
+        memory_budget="1GB",
+        memory_safety_margin=0,
+    )
+    for name in ("a", "b"):
+        assert (await post_json(hub, chat(name)))[0] == 200
+    await post_json(hub, chat("a"))  # a is now more recently used than b
+    status, _ = await post_json(hub, chat("c"))
+    assert status == 200
+    b = await hub.model("b")
+    assert b["memory_state"] == "unloaded"
+    assert "to make room for 'c'" in b["memory_last_error"]
+    assert (await hub.model("a"))["memory_state"] == "loaded"
+    full = await hub.status()
+    assert full["memory"]["budget_bytes"] == 1024 * MB
+    assert full["memory"]["evictions"] == 1
+    assert full["memory"]["system_total_bytes"] > 0
+    meta = await hub.wait_for("c", lambda m: (m["memory_bytes"] or 0) > 0)
+    assert meta["memory_need_bytes"] == 400 * MB and meta["memory_need_source"] == "config"
+
+
+async def test_waits_for_a_busy_model_then_answers_503(hub_factory: HubFactory):
+    hub = hub_factory(
+        [jit("busy", "600MB"), jit("other", "600MB", queue_timeout=1)],
+        memory_budget="1GB",
+        memory_safety_margin=0,
+    )
+    await started(hub, "busy", "other")
+    assert (await post_json(hub, chat("busy")))[0] == 200
+    slow = asyncio.create_task(post_json(hub, chat("busy", fake_delay=4)))
+    await hub.wait_for("busy", lambda m: m["in_flight"] >= 1)
+    t0 = time.monotonic()
+    status, body = await post_json(hub, chat("other"))
+    waited = time.monotonic() - t0
+    assert status == 503, body
+    message = body["error"]["message"]
+    assert body["error"]["type"] == "service_unavailable"
+    assert "'other'" in message and "600.0 MB" in message and "'busy'" in message
+    assert "budget 1.0 GB" in message
+    assert 0.9 <= waited < 4
+    assert (await slow)[0] == 200
+    assert (await hub.model("busy"))["memory_state"] == "loaded"  # never evicted while busy
+
+
+async def test_a_model_that_alone_exceeds_the_budget_is_refused_at_once(hub_factory: HubFactory):
+    hub = hub_factory(
+        [jit("small", "100MB"), jit("huge", "5GB")], memory_budget="1GB", memory_safety_margin=0
+    )
+    await started(hub, "small", "huge")
+    assert (await post_json(hub, chat("small")))[0] == 200
+    t0 = time.monotonic()
+    status, body = await post_json(hub, chat("huge"))
+    assert status == 503 and "alone exceeds the memory budget" in body["error"]["message"]
+    assert time.monotonic() - t0 < 2
+    huge = await hub.model("huge")
+    assert huge["memory_state"] == "unloaded" and huge["pid"] is None
+    assert (await hub.model("small"))["memory_state"] == "loaded"  # nothing was evicted for it
+
+
+async def test_learned_memory_survives_a_hub_restart(hub_factory: HubFactory, tmp_path):
+    logs = tmp_path / "shared-logs"
+    model = jit("m")
+    first = hub_factory([model], log_path=str(logs))
+    await started(first, "m")
+    assert (await post_json(first, chat("m")))[0] == 200
+    meta = await first.wait_for("m", lambda m: (m["memory_learned_bytes"] or 0) > 0)
+    assert meta["memory_peak_bytes"] >= meta["memory_bytes"] > 0
+    assert first.terminate() == 0
+    assert (logs / "memory_learned.json").exists()
+
+    second = hub_factory([model], log_path=str(logs))
+    meta = await second.model("m")
+    assert meta["memory_state"] == "unloaded"
+    assert meta["memory_bytes"] is None  # nothing loaded in this hub yet
+    assert meta["memory_learned_bytes"] > 0 and meta["memory_need_source"] == "learned"
