@@ -41,10 +41,13 @@ if [ "$(uname -s)" = "Darwin" ] && [ -z "${MLX_HUB_TEST_CHROMIUM:-}" ] \
     .venv/bin/python -m playwright install chromium
 fi
 
-# 3. A real worker for the end-to-end tests, in its own cached virtualenv.
+# 3. Real workers for the end-to-end tests, each line in its own cached virtualenv:
+#    PyPI 1.8.1 and (Linux only) the JIT-and-Auto-Unload branch 1.3.12 built from source.
 if [ "$(uname -s)" = "Linux" ]; then
-    say "setting up the real mlx-openai-server worker (cached after the first run)"
-    MLX_HUB_TEST_WORKER="$(scripts/setup-worker.sh | tail -n1)"
+    say "setting up the real mlx-openai-server workers (cached after the first run)"
+    MLX_HUB_TEST_WORKER="$(scripts/setup-worker.sh pypi | tail -n1)"
+    MLX_HUB_TEST_JIT_WORKER="$(scripts/setup-worker.sh jit | tail -n1)"
+    export MLX_HUB_TEST_JIT_WORKER
 else
     MLX_HUB_TEST_WORKER="$(pwd)/.venv/bin/mlx-openai-server"
 fi

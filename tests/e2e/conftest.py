@@ -1,8 +1,11 @@
 """End-to-end fixtures: the real mlx-openai-server worker serving a tiny model made here.
 
-The tiny model is built once per test session (about 8 s) into a temporary folder. The
-hubs themselves come from `hub_factory` in tests/conftest.py; `real_model()` makes the
-hub.yaml entry that points a model at the real worker.
+Every test that takes `real_worker` runs once per worker line (PyPI 1.8.1 and the
+JIT-and-Auto-Unload branch 1.3.12); a test meaningful for one line only narrows it with
+`only_line()`, which names the reason. The tiny model is built once per test session (about
+8 s) into a temporary folder. The hubs themselves come from `hub_factory` in
+tests/conftest.py; `real_model()` makes the hub.yaml entry that points a model at the real
+worker.
 """
 
 from __future__ import annotations
@@ -16,32 +19,46 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.e2e.worker_support import WORKER_ENV_OVERRIDES, build_tiny_model, real_worker_command
+from tests.e2e.worker_support import (
+    WORKER_ENV_OVERRIDES,
+    WORKER_LINES,
+    RealWorker,
+    build_tiny_model,
+    real_worker_command,
+)
 
 #: The real worker is ready ~9 s after spawn on a 2-core machine; leave plenty of room.
 STARTUP_TIMEOUT_S = 120
 
 
-@pytest.fixture(scope="session")
-def worker_command() -> list[str]:
-    """`[<real mlx-openai-server>]` (fails, never skips, without MLX_HUB_TEST_WORKER)."""
-    return real_worker_command()
+@pytest.fixture(scope="session", params=list(WORKER_LINES))
+def real_worker(request: pytest.FixtureRequest) -> RealWorker:
+    """The real worker of one line (fails, never skips, when it is not installed)."""
+    line = WORKER_LINES[request.param]
+    return RealWorker(line, real_worker_command(line))
+
+
+def only_line(name: str, reason: str) -> pytest.MarkDecorator:
+    """Run a test against worker line `name` only; `reason` says why the others do not apply."""
+    assert name in WORKER_LINES and reason
+    return pytest.mark.parametrize("real_worker", [name], indirect=True)
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory, worker_command: list[str]) -> Path:
-    """The folder of the tiny llama model, built once for the whole session."""
-    return build_tiny_model(tmp_path_factory.mktemp("e2e-model") / "tiny", worker_command[0])
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of the tiny llama model, built once for the whole session.
+
+    Built with the 1.8.1 worker's Python; both lines load the same files.
+    """
+    return build_tiny_model(tmp_path_factory.mktemp("e2e-model") / "tiny")
 
 
-def real_model(
-    name: str, model_dir: Path, worker_command: list[str], **extra: Any
-) -> dict[str, Any]:
+def real_model(name: str, model_dir: Path, worker: RealWorker, **extra: Any) -> dict[str, Any]:
     """A hub.yaml model entry served by the real worker (keys in `extra` win)."""
     entry: dict[str, Any] = {
         "name": name,
         "model_path": str(model_dir),
-        "worker_command": list(worker_command),
+        "worker_command": list(worker.command),
         "env": dict(WORKER_ENV_OVERRIDES),
         "startup_timeout": STARTUP_TIMEOUT_S,
     }

@@ -1,6 +1,8 @@
 """The hub driving the real mlx-openai-server worker (CPU) with a tiny model made at test time.
 
-Each worker start costs ~9 s here, so the tests share starts where they can: five in all.
+Each test runs against both worker lines (PyPI 1.8.1 and the JIT branch 1.3.12) unless it
+says why not. Each worker start costs ~9 s here, so the tests share starts where they can:
+five per line, and one more for the JIT branch's own --max-concurrency.
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ import psutil
 import pytest
 
 from tests.conftest import Hub, HubFactory
-from tests.e2e.conftest import group_members, port_bindable, port_listening, real_model
+from tests.e2e.conftest import (
+    group_members,
+    only_line,
+    port_bindable,
+    port_listening,
+    real_model,
+)
+from tests.e2e.worker_support import RealWorker
 
 MAX_TOKENS = 8
 MESSAGES: list[Any] = [{"role": "user", "content": "hello there"}]
@@ -70,7 +79,7 @@ async def chat_stream(client: openai.AsyncOpenAI, model: str) -> None:
     assert_usage(chunks[-1].usage)
 
 
-def assert_real_worker(meta: dict[str, Any], model_dir: Path) -> psutil.Process:
+def assert_real_worker(meta: dict[str, Any], model_dir: Path, worker: RealWorker) -> psutil.Process:
     """The status names a live `mlx-openai-server launch` leading its own process group."""
     pid = meta["pid"]
     assert isinstance(pid, int)
@@ -81,8 +90,12 @@ def assert_real_worker(meta: dict[str, Any], model_dir: Path) -> psutil.Process:
     assert cmdline[cmdline.index("--model-path") + 1] == str(model_dir)
     assert cmdline[cmdline.index("--port") + 1] == str(meta["port"])
     assert os.getpgid(pid) == pid
-    # 1.8.1 runs helpers (resource tracker, spawn worker) in its group: stopping must end them.
-    assert len(group_members(pid)) >= 2, "expected the worker's helper processes in its group"
+    # Never the worker's own loading on demand or idle timer: both are the hub's job.
+    assert "--jit" not in cmdline and "--auto-unload-minutes" not in cmdline
+    if worker.line.spawns_helpers:
+        # 1.8.1 runs helpers (resource tracker, spawn worker) in its group: stopping must
+        # end them.
+        assert len(group_members(pid)) >= 2, "expected the worker's helper processes"
     assert port_listening(meta["port"])
     return proc
 
@@ -135,17 +148,18 @@ def is_state(process: str, memory: str):
 
 @pytest.mark.e2e
 async def test_default_model_serves_openai_and_hub_sigterm_ends_everything(
-    hub_factory: HubFactory, tiny_model: Path, worker_command: list[str]
+    hub_factory: HubFactory, tiny_model: Path, real_worker: RealWorker
 ):
-    hub = hub_factory([real_model("tiny", tiny_model, worker_command, default=True)])
+    hub = hub_factory([real_model("tiny", tiny_model, real_worker, default=True)])
     meta = await hub.wait_for("tiny", is_state("running", "loaded"), timeout=150)
-    assert_real_worker(meta, tiny_model)
+    assert_real_worker(meta, tiny_model, real_worker)
     health = await worker_health(meta["port"])
     assert health["status"] == "ok" and health["model_id"] == str(tiny_model)
     pgid = meta["pid"]
 
     async with openai_client(hub) as client:
-        # 1.8.1 refuses any `model` but its path: the hub must rewrite the name.
+        # 1.8.1 refuses any `model` but its path: the hub must rewrite the name (1.3.12
+        # accepts any, so there both names show only that the hub routes them).
         for model in ("tiny", str(tiny_model)):
             await chat_once(client, model)
             await chat_stream(client, model)
@@ -169,9 +183,9 @@ async def test_default_model_serves_openai_and_hub_sigterm_ends_everything(
 
 @pytest.mark.e2e
 async def test_start_unload_load_stop_over_http(
-    hub_factory: HubFactory, tiny_model: Path, worker_command: list[str]
+    hub_factory: HubFactory, tiny_model: Path, real_worker: RealWorker
 ):
-    hub = hub_factory([real_model("tiny", tiny_model, worker_command)])
+    hub = hub_factory([real_model("tiny", tiny_model, real_worker)])
     meta = await hub.model("tiny")
     assert (meta["process_state"], meta["memory_state"], meta["pid"]) == (
         "stopped",
@@ -183,7 +197,7 @@ async def test_start_unload_load_stop_over_http(
     assert status == 200, body
     meta = await hub.model("tiny")
     assert (meta["process_state"], meta["memory_state"]) == ("running", "loaded")
-    first = assert_real_worker(meta, tiny_model)
+    first = assert_real_worker(meta, tiny_model, real_worker)
     port = meta["port"]
 
     status, body = await hub.post("/hub/models/tiny/unload")
@@ -202,7 +216,7 @@ async def test_start_unload_load_stop_over_http(
     assert status == 200, body
     meta = await hub.model("tiny")
     assert (meta["process_state"], meta["memory_state"]) == ("running", "loaded")
-    second = assert_real_worker(meta, tiny_model)
+    second = assert_real_worker(meta, tiny_model, real_worker)
     assert second.pid != first.pid and meta["port"] == port
     async with openai_client(hub) as client:
         await chat_once(client, "tiny")
@@ -231,12 +245,12 @@ async def test_start_unload_load_stop_over_http(
 
 @pytest.mark.e2e
 async def test_jit_model_loads_on_request_and_unloads_when_idle(
-    hub_factory: HubFactory, tiny_model: Path, worker_command: list[str]
+    hub_factory: HubFactory, tiny_model: Path, real_worker: RealWorker
 ):
     entry = real_model(
         "jit",
         tiny_model,
-        worker_command,
+        real_worker,
         default=True,
         jit_enabled=True,
         auto_unload_minutes=IDLE_MINUTES,
@@ -250,7 +264,7 @@ async def test_jit_model_loads_on_request_and_unloads_when_idle(
         await chat_once(client, "jit")  # loads it, then answers
         meta = await hub.model("jit")
         assert (meta["process_state"], meta["memory_state"]) == ("running", "loaded")
-        first = assert_real_worker(meta, tiny_model)
+        first = assert_real_worker(meta, tiny_model, real_worker)
         assert meta["unload_at"] == pytest.approx(time.time() + IDLE_MINUTES * 60, abs=3)
 
         meta = await hub.wait_for("jit", is_state("running", "unloaded"), timeout=30)
@@ -261,8 +275,34 @@ async def test_jit_model_loads_on_request_and_unloads_when_idle(
         await chat_stream(client, str(tiny_model))
         meta = await hub.model("jit")
         assert meta["memory_state"] == "loaded"
-        second = assert_real_worker(meta, tiny_model)
+        second = assert_real_worker(meta, tiny_model, real_worker)
         assert second.pid != first.pid
 
     log = (hub.log_path / "jit.log").read_text()
     assert log.count("worker started: pid") == 2
+
+
+@pytest.mark.e2e
+@only_line(
+    "jit",
+    reason="only 1.3.12's `launch` has --max-concurrency; 1.8.1 gets no such flag and the "
+    "hub's own queue enforces the limit (tests/integration)",
+)
+async def test_max_concurrency_reaches_the_worker(
+    hub_factory: HubFactory, tiny_model: Path, real_worker: RealWorker
+):
+    hub = hub_factory([real_model("tiny", tiny_model, real_worker, max_concurrency=2)])
+    status, body = await hub.post("/hub/models/tiny/start")
+    assert status == 200, body
+    meta = await hub.model("tiny")
+    cmdline = assert_real_worker(meta, tiny_model, real_worker).cmdline()
+    assert cmdline[cmdline.index("--max-concurrency") + 1] == "2"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{meta['port']}/v1/queue/stats") as resp,
+    ):
+        assert resp.status == 200
+        stats = await resp.json()
+    assert stats["queue_stats"]["max_concurrency"] == 2
+    async with openai_client(hub) as client:
+        await asyncio.gather(chat_once(client, "tiny"), chat_stream(client, "tiny"))

@@ -1,8 +1,11 @@
 """Helpers for end-to-end tests that drive the real mlx-openai-server worker.
 
-The worker lives in its own virtualenv, made by ``scripts/setup-worker.sh``; the test script
-exports its executable as ``MLX_HUB_TEST_WORKER``. A missing worker is a failure, never a
-skip: an e2e run that silently skipped would hide a broken setup.
+Two worker lines are tested, each in its own virtualenv made by ``scripts/setup-worker.sh``:
+PyPI's 1.8.1 (``setup-worker.sh pypi``, exported by the test script as
+``MLX_HUB_TEST_WORKER``) and the JIT-and-Auto-Unload branch 1.3.12 (``setup-worker.sh jit``,
+exported as ``MLX_HUB_TEST_JIT_WORKER``). A missing worker is a failure, never a skip: an
+e2e run that silently skipped would hide a broken setup. The one exception is the JIT line
+off Linux, whose build recipe is Linux-only: it is skipped there unless its variable is set.
 
 The tiny model is built by ``mlx_openai_server_hub/demo_model.py`` run under the worker's own
 Python (the hub's environment has no mlx on Linux).
@@ -16,11 +19,40 @@ import subprocess
 import sys
 from pathlib import Path
 
+import attrs
 import pytest
 
 from mlx_openai_server_hub.cli import worker_python as cli_worker_python
 
 WORKER_ENV_VAR = "MLX_HUB_TEST_WORKER"
+JIT_WORKER_ENV_VAR = "MLX_HUB_TEST_JIT_WORKER"
+
+
+@attrs.frozen
+class WorkerLine:
+    """A worker line the e2e suite runs against, and how it differs where tests look."""
+
+    name: str  # "pypi" or "jit": the argument of scripts/setup-worker.sh
+    env_var: str
+    # 1.8.1 runs a spawn worker and a resource tracker in its process group; 1.3.12 is one
+    # process, so stopping by group is only checked against helpers on 1.8.1.
+    spawns_helpers: bool
+    # Only 1.3.12's `launch` lists --max-concurrency (and reports it in /v1/queue/stats).
+    takes_max_concurrency: bool
+
+
+PYPI_LINE = WorkerLine("pypi", WORKER_ENV_VAR, spawns_helpers=True, takes_max_concurrency=False)
+JIT_LINE = WorkerLine("jit", JIT_WORKER_ENV_VAR, spawns_helpers=False, takes_max_concurrency=True)
+WORKER_LINES = {line.name: line for line in (PYPI_LINE, JIT_LINE)}
+
+
+@attrs.frozen
+class RealWorker:
+    """An installed worker of one line."""
+
+    line: WorkerLine
+    command: list[str]
+
 
 #: Environment the worker (and demo_model.py) should run with: nothing may be fetched from a
 #: model hub, and the tokenizers thread pool must not warn after the worker forks/spawns.
@@ -37,24 +69,29 @@ def _fail(message: str) -> None:
     pytest.fail(message, pytrace=False)
 
 
-def real_worker_command() -> list[str]:
-    """Return the command (``[executable]``) of the real worker named by MLX_HUB_TEST_WORKER.
+def real_worker_command(line: WorkerLine = PYPI_LINE) -> list[str]:
+    """Return the command (``[executable]``) of the real worker of ``line``.
 
-    Fails the test (not a skip) when the variable is unset or names no executable file.
+    Fails the test (not a skip) when its variable is unset or names no executable file;
+    see the module docstring for the JIT line off Linux.
     """
-    value = os.environ.get(WORKER_ENV_VAR, "").strip()
+    var = line.env_var
+    value = os.environ.get(var, "").strip()
     if not value:
+        setup = f"scripts/setup-worker.sh {line.name}"
+        if line is JIT_LINE and sys.platform != "linux":
+            pytest.skip(f"{var} is not set and `{setup}` builds the JIT worker on Linux only")
         _fail(
-            f"{WORKER_ENV_VAR} is not set. Run scripts/setup-worker.sh and export "
-            f'{WORKER_ENV_VAR}="$(scripts/setup-worker.sh | tail -n1)" before the e2e tests.'
+            f"{var} is not set. Run {setup} and export "
+            f'{var}="$({setup} | tail -n1)" before the e2e tests.'
         )
     exe = Path(value).expanduser()
     if not exe.is_absolute():
         exe = Path.cwd() / exe
     if not exe.is_file():
-        _fail(f"{WORKER_ENV_VAR}={value!r}: no such file; re-run scripts/setup-worker.sh.")
+        _fail(f"{var}={value!r}: no such file; re-run scripts/setup-worker.sh {line.name}.")
     if not os.access(exe, os.X_OK):
-        _fail(f"{WORKER_ENV_VAR}={value!r} is not executable.")
+        _fail(f"{var}={value!r} is not executable.")
     return [str(exe)]
 
 
