@@ -101,7 +101,9 @@ async def test_model_errors_use_the_openai_envelope(hub_factory: HubFactory, htt
         assert "start-model alpha" in body["error"]["message"]
     async with http.post(url, data=b"{not json") as r:
         assert r.status == 400
-        assert set((await r.json())["error"]) == {"message", "type", "param", "code"}
+        error = (await r.json())["error"]
+        assert set(error) == {"message", "type", "param", "code", "request_id"}
+        assert error["request_id"] == r.headers["X-Request-ID"]
 
 
 async def test_control_api_requires_the_token(hub_factory: HubFactory, http):
@@ -366,3 +368,38 @@ async def test_allowed_hosts_adds_names_the_hub_answers_to(hub_factory: HubFacto
     async with http.get(hub.url + "/v1/models", headers={"Host": "other.lan"}) as r:
         assert r.status == 403
         assert "other.lan" in (await r.json())["error"]["message"]
+
+
+async def test_listings_carry_the_reference_fields(hub_factory: HubFactory, http):
+    """/v1/models has the reference's metadata; unloaded queue stats say "status": "ok";
+    `counts.started` counts running models only; a per-model enable_status_page warns."""
+    hub = hub_factory(
+        [
+            fake_model("alpha", default=True, context_length=4096),
+            fake_model("jit", jit_enabled=True, enable_status_page=False),
+            fake_model("slow", env={"FAKE_START_DELAY": "30"}),
+        ]
+    )
+    assert any("enable_status_page" in w for w in (await hub.status())["warnings"])
+    await hub.wait_for("alpha", lambda m: m["memory_state"] == "loaded")
+    await hub.post("/hub/models/jit/start")
+    starting = asyncio.create_task(hub.post("/hub/models/slow/start"))
+    await hub.wait_for("slow", lambda m: m["process_state"] == "starting")
+    assert (await hub.status())["counts"] == {"registered": 3, "started": 2, "loaded": 1}
+    starting.cancel()
+
+    async with http.get(hub.url + "/v1/models") as r:
+        listing = {m["id"]: m for m in (await r.json())["data"]}
+    alpha, jit = listing["alpha"]["metadata"], listing["jit"]["metadata"]
+    assert alpha["vram_loaded"] is True and isinstance(alpha["vram_last_load_ts"], int)
+    assert alpha["context_length"] == 4096 and alpha["status"] == "loaded"
+    assert alpha["active_requests"] == 0 and alpha["vram_load_error"] is None
+    assert jit["vram_loaded"] is False and jit["vram_last_load_ts"] is None
+    assert jit["context_length"] == 32768  # the reference's default
+    assert set(alpha) >= {"vram_last_unload_ts", "vram_last_request_ts", "model_path"}
+
+    async with http.get(hub.url + "/v1/queue/stats", params={"model": "jit"}) as r:
+        body = await r.json()
+    assert body["status"] == "ok" and body["model"] == "jit" and "worker" not in body
+    reference_fields = {"running": 0, "queued": 0, "loaded": False, "memory_state": "unloaded"}
+    assert body["queue_stats"].items() >= reference_fields.items()
