@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -27,10 +26,13 @@ from .config import ModelConfig
 from .downloads import DownloadManager
 from .errors import HubError
 from .launcher import Launcher
+from .loading import NO_RETRY, Loading
 from .metrics import HubMetrics
+from .model_state import Change, ChangeSignal, ModelSnapshot, Target, WhileWaiting
 from .ports import PortLeases
-from .request_queue import QueueLimits, QueueStats, RequestQueue, Ticket, limits_from
+from .request_queue import QueueLimits, RequestQueue, Ticket, limits_from
 from .runtime_state import WorkerRecord
+from .standby import Standby, StandbyContext, Turn
 from .states import (
     HOLDS_MEMORY,
     MEMORY_MOVES,
@@ -41,22 +43,9 @@ from .states import (
     ProcessState,
 )
 from .tasks import OwnedTasks
-from .worker import WorkerProcess, WorkerStartError
+from .worker import WorkerProcess
 
 logger = logging.getLogger("mlx_hub.controller")
-
-MAX_FAILED_LOADS = 3
-
-
-class Change(enum.Enum):
-    """What a controller announces."""
-
-    STATE = "state"  # process or memory state, or a counter waiters may watch
-    WORKER = "worker"  # a worker process appeared or went away
-
-
-# Runs around a request's wait for a slot or a load (the proxy keeps streams alive).
-WhileWaiting = Callable[[], contextlib.AbstractAsyncContextManager[None]]
 
 
 class Admission(Protocol):
@@ -66,65 +55,6 @@ class Admission(Protocol):
         self, model: ModelController, deadline: float
     ) -> contextlib.AbstractAsyncContextManager[None]:
         """Hold while `model` moves to LOADING: room has been made for it."""
-
-
-@attrs.frozen
-class Target:
-    """Where the proxy sends a request for a loaded model."""
-
-    name: str
-    base_url: str
-    upstream_model: str
-    request_timeout: float
-    # Seconds the request waited for a slot and its model's load.
-    queue_wait: float = 0.0
-
-
-@attrs.frozen
-class ModelSnapshot:
-    """One model's state at one moment, for status pages and listings."""
-
-    config: ModelConfig
-    process: ProcessState
-    memory: MemoryState
-    pid: int | None
-    port: int | None
-    started_at: float | None
-    stopped_at: float | None
-    exit_code: int | None
-    memory_changed_at: float | None
-    loaded_at: float | None
-    unloaded_at: float | None
-    memory_error: str | None
-    in_flight: int
-    queue: QueueStats
-    last_request_at: float | None
-    unload_at: float | None
-    failed_loads: int
-    warnings: tuple[str, ...]
-
-
-class ChangeSignal:
-    """Wakes everyone waiting for any model's change."""
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    def notify(self) -> None:
-        """Wake every waiter (each then re-checks what it waits for)."""
-        self._event.set()
-        self._event = asyncio.Event()
-
-    async def wait_until(self, predicate: Callable[[], bool], timeout: float | None) -> None:
-        """Wait until `predicate()` holds; TimeoutError after `timeout` seconds."""
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                await self._event.wait()
-
-    async def wait_any(self, timeout: float) -> None:
-        """Wait for the next change, at most `timeout` seconds."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), timeout)
 
 
 @attrs.frozen
@@ -141,9 +71,10 @@ class Services:
     changed: Callable[[ModelController, Change], None]
     metrics: HubMetrics
     downloads: DownloadManager
+    standby_turn: Turn
 
 
-class ModelController:
+class ModelController(Loading):
     """Owns one configured model: its states, worker, port, idle timer and counters."""
 
     def __init__(self, config: ModelConfig, services: Services) -> None:
@@ -169,6 +100,22 @@ class ModelController:
         self._unload_at: float | None = None
         self._warnings: list[str] = []
         self._queue = RequestQueue(config.name, _queue_limits(config))
+        self._standby_warnings: list[str] = []
+        self._standby = Standby(
+            StandbyContext(
+                name=config.name,
+                config=lambda: self.config,
+                host=lambda: self.worker_host,
+                lease_port=self._renew_port,
+                wanted=self._wants_standby,
+                changed=lambda: self._s.changed(self, Change.WORKER),
+                warn=self._warn_standby,
+            ),
+            services.launcher,
+            services.tasks,
+            services.http,
+            services.standby_turn,
+        )
         self._weights: Path | None = None  # the snapshot folder of a repo-id model
         self._served_path = config.model_path  # what its worker was started with
         self._metrics = services.metrics.model(config.name)
@@ -222,11 +169,13 @@ class ModelController:
     def snapshot(self) -> ModelSnapshot:
         """The model's state now (never waits)."""
         worker = self._worker
+        standby = self._standby.info()
         return ModelSnapshot(
             config=self.config,
             process=self._process,
             memory=self._memory,
-            pid=worker.pid if worker else None,
+            pid=worker.pid if worker else standby.pid if standby else None,
+            standby=standby,
             port=self._port if self._port is not None else self.config.port,
             started_at=self._started_at,
             stopped_at=self._stopped_at,
@@ -240,14 +189,14 @@ class ModelController:
             last_request_at=self._last_request_at,
             unload_at=self._unload_at,
             failed_loads=self._failed_loads,
-            warnings=tuple(self._warnings),
+            warnings=(*self._warnings, *self._standby_warnings),
         )
 
     def worker_record(self) -> WorkerRecord | None:
-        """Its live worker's process group, for hub_runtime.json."""
+        """Its live worker's (or standby's) process group, for hub_runtime.json."""
         worker = self._worker
         if worker is None or worker.pid is None or worker.returncode is not None:
-            return None
+            return self._standby.record()
         return WorkerRecord(
             pid=worker.pid, pgid=worker.pid, port=worker.port, create_time=worker.create_time or 0.0
         )
@@ -289,6 +238,7 @@ class ModelController:
         with contextlib.suppress(TimeoutError):
             await self._s.signal.wait_until(lambda: self._in_flight == 0, drain)
         await self.unload("model stopped")
+        await self._standby.stop()
         self._release(ProcessState.STOPPED)
 
     async def load(self) -> None:
@@ -400,6 +350,7 @@ class ModelController:
                 f"Model '{self.name}' has failed ({self._memory_error or 'see its log'}). Start "
                 f"it again with `mlx-openai-server-hub start-model {self.name}`",
                 503,
+                headers=NO_RETRY,
             )
         raise HubError(
             f"Model '{self.name}' is {self._process}. Start it with `mlx-openai-server-hub "
@@ -429,6 +380,7 @@ class ModelController:
     async def close(self) -> None:
         """Hub shutdown: stop the worker at once (requests have had their grace)."""
         self._cancel_idle_timer()
+        await self._standby.stop()
         if self._load_task is not None:
             self._load_task.cancel()
             await asyncio.gather(self._load_task, return_exceptions=True)
@@ -441,6 +393,7 @@ class ModelController:
         """SIGKILL the worker's process group (a second Ctrl+C)."""
         if self._worker is not None:
             self._worker.kill_now()
+        self._standby.kill_now()
 
     # ---------------------------------------------------------- state moves
 
@@ -467,6 +420,7 @@ class ModelController:
             self._memory = memory
             self._memory_changed_at = now
         self._s.changed(self, Change.STATE)
+        self._standby.schedule()  # it checks that the model wants one now
 
     def _set_worker(self, worker: WorkerProcess | None) -> None:
         if worker is not self._worker:
@@ -480,164 +434,6 @@ class ModelController:
 
     async def _wait(self, predicate: Callable[[], bool]) -> None:
         await self._s.signal.wait_until(predicate, None)
-
-    # -------------------------------------------------------------- loading
-
-    async def _ensure_loaded(self, deadline: float | None) -> None:
-        """Return once loaded; join a load in progress or begin one."""
-        while True:
-            self.check_servable()
-            if self._memory == MemoryState.LOADED:
-                return
-            if self._memory == MemoryState.LOADING and self._load_task is not None:
-                await self._join_load(self._load_task, deadline)
-            elif self._memory == MemoryState.UNLOADING:
-                await self._wait_before(lambda: self._memory != MemoryState.UNLOADING, deadline)
-            else:
-                await self._begin_load(deadline)
-
-    async def _join_load(self, task: asyncio.Task[None], deadline: float | None) -> None:
-        """Wait for a load (never cancelling it); raise its failure."""
-        try:
-            async with asyncio.timeout_at(_loop_deadline(deadline)):
-                await asyncio.shield(task)
-        except TimeoutError:
-            raise HubError(
-                f"Model '{self.name}' is still loading after {self.config.queue_timeout} s "
-                "(queue_timeout); try again shortly",
-                503,
-            ) from None
-        except asyncio.CancelledError:
-            if not task.cancelled():
-                raise  # we were cancelled ourselves
-            # The load was cancelled by an unload or stop: look again.
-
-    async def _wait_before(self, predicate: Callable[[], bool], deadline: float | None) -> None:
-        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        try:
-            await self._s.signal.wait_until(predicate, timeout)
-        except TimeoutError:
-            raise HubError(
-                f"Model '{self.name}' did not become available within "
-                f"{self.config.queue_timeout} s (queue_timeout)",
-                503,
-            ) from None
-
-    async def _begin_load(self, deadline: float | None) -> None:
-        """Fetch the weights if needed, ask the supervisor for room, then start the one
-        load task."""
-        if deadline is None:
-            deadline = time.monotonic() + self.config.queue_timeout
-        self._weights = await self._fetch_weights(deadline)
-        async with self._s.admission.admit(self, deadline):
-            if not self.needs_load():
-                return  # someone else began it while we waited
-            self._move(memory=MemoryState.LOADING)
-            self._memory_error = None
-            self._load_task = self._s.tasks.spawn(self._run_load(), f"load:{self.name}")
-
-    async def _fetch_weights(self, deadline: float) -> Path | None:
-        """The model's snapshot on disk, downloaded first when it is a repo id that is
-        missing or incomplete (one download however many ask; it goes on for the
-        others if this caller gives up). None for a local path."""
-        cfg = self.config
-        download = self._s.downloads.ensure(cfg.model_path, cfg.revision, self.name, cfg.env)
-        try:
-            async with asyncio.timeout_at(_loop_deadline(deadline)):
-                return await asyncio.shield(asyncio.ensure_future(download))
-        except TimeoutError:
-            progress = self._s.downloads.status(cfg.model_path, cfg.revision) or {}
-            done, total = progress.get("bytes_done"), progress.get("bytes_total")
-            share = f" ({done * 100 // total} %)" if done is not None and total else ""
-            raise HubError(
-                f"Model '{self.name}' is still downloading{share} after "
-                f"{cfg.queue_timeout} s (queue_timeout); try again shortly",
-                503,
-            ) from None
-
-    async def _run_load(self) -> None:
-        """The load task: spawn the worker and wait until it is ready."""
-        started = time.monotonic()
-        try:
-            worker = await self._spawn_worker()
-            await worker.wait_ready(self._s.http(), self.config.startup_timeout)
-        except asyncio.CancelledError:
-            await self._discard_worker()
-            self._move(memory=MemoryState.UNLOADED)
-            raise
-        except (WorkerStartError, HubError) as exc:
-            await self._load_failed(exc)
-            raise HubError(f"Model '{self.name}' failed to load: {exc}", 503) from None
-        self._failed_loads = 0
-        self._last_used = time.monotonic()
-        self._move(memory=MemoryState.LOADED)
-        seconds = time.monotonic() - started
-        self._metrics.load_succeeded(seconds)
-        logger.info("Model '%s' loaded in %.1f s", self.name, seconds)
-        self._arm_idle_timer()
-
-    async def _spawn_worker(self) -> WorkerProcess:
-        cfg = self.config
-        if cfg.revision is not None and self._weights is not None:
-            # The worker knows no revision: give it the snapshot's own folder.
-            cfg = attrs.evolve(cfg, model_path=str(self._weights))
-        self._served_path = cfg.model_path
-        prepared = await self._s.launcher.prepare(cfg, self.worker_host, self._renew_port)
-        for warning in prepared.warnings:
-            if warning not in self._warnings:
-                logger.warning(warning)
-        self._warnings = prepared.warnings
-        worker = prepared.worker
-        self._set_worker(worker)
-        await worker.spawn()
-        self._s.changed(self, Change.WORKER)  # now it has a pid to record
-        self._s.tasks.spawn(self._watch_worker(worker), f"watch:{self.name}:{worker.pid}")
-        return worker
-
-    def _renew_port(self) -> int:
-        self._port = self._s.ports.renew(self.name, self.worker_host, self.config.port)
-        return self._port
-
-    async def _load_failed(self, exc: WorkerStartError | HubError) -> None:
-        worker = self._worker
-        await self._discard_worker()
-        self._failed_loads += 1
-        self._metrics.load_failed()
-        self._exit_code = worker.returncode if worker else None
-        self._memory_error = str(exc)
-        logger.error(
-            "Model '%s' failed to load (%d in a row): %s", self.name, self._failed_loads, exc
-        )
-        self._move(memory=MemoryState.UNLOADED)
-        if self._failed_loads >= MAX_FAILED_LOADS and self._process == ProcessState.RUNNING:
-            self._release(ProcessState.FAILED)
-
-    async def _watch_worker(self, worker: WorkerProcess) -> None:
-        """Notice a loaded worker that exits on its own (a crash)."""
-        await worker.exited.wait()
-        if self._worker is not worker or self._memory != MemoryState.LOADED:
-            return  # we stopped it, or the load path handles it
-        self._exit_code = worker.returncode
-        self._memory_error = (
-            f"Worker exited unexpectedly with code {worker.returncode}. {worker.tail_text()}"
-        )
-        logger.error("Model '%s': %s", self.name, self._memory_error)
-        self._metrics.crashed()
-        self._cancel_idle_timer()
-        self._set_worker(None)
-        self._move(memory=MemoryState.UNLOADED)
-        await worker.stop(grace=0)  # reap it and end any helpers left in its group
-
-    async def _discard_worker(self) -> None:
-        worker = self._worker
-        if worker is not None:
-            await worker.stop()
-            self._set_worker(None)
-
-    def _warm_launch_help(self) -> None:
-        warm = self._s.launcher.warm_help(self.config)
-        if warm is not None:
-            self._s.tasks.spawn(warm, f"launch-help:{self.name}")
 
     # ----------------------------------------------------------- idle timer
 
@@ -664,10 +460,3 @@ class ModelController:
 
 def _queue_limits(config: ModelConfig) -> QueueLimits:
     return limits_from(config.max_concurrency, config.queue_size, config.queue_timeout)
-
-
-def _loop_deadline(deadline: float | None) -> float | None:
-    """Convert a time.monotonic() deadline to the event loop's clock."""
-    if deadline is None:
-        return None
-    return asyncio.get_running_loop().time() + (deadline - time.monotonic())

@@ -16,7 +16,12 @@ from .errors import HubError
 from .launch_help import LaunchHelpCache, Spawn
 from .logs import LogFiles
 from .worker import WorkerProcess, resolve_worker_command
-from .worker_flags import build_launch_args
+from .worker_flags import JIT_FLAG, build_launch_args
+from .worker_shim import SECRET_ENV, guarded_command, worker_secret
+
+# Set to 1 by whoever accepts that workers the hub cannot guard answer anyone local (the
+# test suite's fake worker): the status then does not warn about their ports.
+UNGUARDED_OK_ENV = "MLX_HUB_ALLOW_UNGUARDED_WORKERS"
 
 
 @attrs.frozen
@@ -56,8 +61,18 @@ class Launcher:
             return self._help.options_for(command, env, cfg.env)
         return None
 
+    async def supports_standby(self, cfg: ModelConfig) -> bool:
+        """Whether this model's worker command takes `--jit` (so it can wait warm)."""
+        command, env = self.command_and_env(cfg)
+        options = await self._help.options_for(command, env, cfg.env)
+        return JIT_FLAG in options.flags
+
     async def prepare(
-        self, cfg: ModelConfig, host: str, lease_port: Callable[[], int]
+        self,
+        cfg: ModelConfig,
+        host: str,
+        lease_port: Callable[[], int],
+        standby: bool = False,
     ) -> PreparedWorker:
         """The worker for `cfg`, not spawned yet: the caller owns it before its process
         exists, so a cancelled spawn leaves nothing behind. `lease_port` is asked last,
@@ -65,9 +80,22 @@ class Launcher:
         command, env = self.command_and_env(cfg)
         options = await self._help.options_for(command, env, cfg.env)
         port = lease_port()
-        args, warnings = build_launch_args(cfg, host, port, options)
+        args, warnings = build_launch_args(cfg, host, port, options, standby)
+        guarded = guarded_command(command)
+        if guarded is None:
+            if os.environ.get(UNGUARDED_OK_ENV) != "1":
+                warnings = [*warnings, _open_port_warning(cfg.name, command)]
+        else:
+            command, env = guarded, {**env, SECRET_ENV: worker_secret()}
         log = None
         if cfg.log_file is not None:
             log = self._log_files.open(f"mlx_hub.models.{cfg.name}", cfg.log_file)
         worker = WorkerProcess(cfg.name, [*command, *args], env, host, port, log)
         return PreparedWorker(worker, warnings)
+
+
+def _open_port_warning(name: str, command: list[str]) -> str:
+    return (
+        f"Model '{name}': '{' '.join(command)}' is not a known mlx-openai-server script, so "
+        "its worker port is not guarded: any local process can call it around api_keys"
+    )

@@ -34,6 +34,8 @@ $worker_command_line
 # allowed_hosts: [studio.lan]  # e.g.; extra names clients use for this machine (Host header)
 # shutdown_grace: 30         # seconds requests in flight get to finish on shutdown
 # metrics_public: false      # true = /metrics without the token (Prometheus on a trusted net)
+# warm_standby: false       # e.g.; no warm --jit worker for unloaded models (default: one
+#                            where the worker has --jit, i.e. the JIT-and-Auto-Unload line)
 # memory_budget: 75%         # e.g.; most memory all models may hold together; unset = no budget
 # memory_safety_margin: 3GB  # e.g.; memory a load must leave available; default 2GB
 
@@ -77,6 +79,7 @@ $default_line
     # request_timeout: 600   # longest silence from a worker while it answers
     # memory: 12GB           # e.g.; what this model needs; unset = measured, else estimated
     # revision: main         # e.g.; Hugging Face branch, tag or commit of a repo-id model_path
+    # warm_standby: false    # e.g.; default: the top-level warm_standby
 """)
 
 

@@ -11,12 +11,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from .config import HubConfig, ModelConfig
-from .controller import ModelSnapshot
 from .downloads import DownloadManager
 from .hf_cache import is_repo_id
 from .hub_memory import HubMemory
+from .model_state import ModelSnapshot
 from .states import SERVABLE, MemoryState, ProcessState
 
+# A load is not done until the worker says it is ready, whatever is resident.
+MAX_LOAD_PROGRESS = 0.99
 # The reference's per-model context length when hub.yaml sets none.
 REFERENCE_CONTEXT_LENGTH = 32768
 
@@ -33,7 +35,10 @@ def hub_status(
     models = []
     for snap in snapshots:
         entry = model_entry(snap, created)
-        entry["metadata"].update(memory.model_status(snap.config.name))
+        memory_fields = memory.model_status(snap.config.name)
+        entry["metadata"].update(memory_fields)
+        entry["metadata"].update(load_progress(snap, memory_fields))
+        entry["metadata"]["standby"] = _standby(snap, memory_fields)
         entry["metadata"].update(download_fields(downloads, snap.config))
         models.append(entry)
     return {
@@ -130,6 +135,27 @@ def _listing_metadata(snap: ModelSnapshot) -> dict[str, Any]:
         "vram_load_error": snap.memory_error,
         "active_requests": snap.in_flight,
     }
+
+
+def load_progress(snap: ModelSnapshot, memory_fields: dict[str, Any]) -> dict[str, Any]:
+    """While loading: `load_elapsed_s`, and `load_progress`, the share of the model's
+    need (learned size or on-disk estimate) resident in its worker now, held below 1
+    until the worker is ready; null when its size is not known."""
+    if snap.memory != MemoryState.LOADING or snap.memory_changed_at is None:
+        return {"load_progress": None, "load_elapsed_s": None}
+    need, now = memory_fields.get("memory_need_bytes"), memory_fields.get("memory_bytes")
+    progress = min(now / need, MAX_LOAD_PROGRESS) if need and now is not None else None
+    return {
+        "load_progress": None if progress is None else round(progress, 3),
+        "load_elapsed_s": round(max(0.0, time.time() - snap.memory_changed_at), 1),
+    }
+
+
+def _standby(snap: ModelSnapshot, memory_fields: dict[str, Any]) -> dict[str, Any] | None:
+    if snap.standby is None:
+        return None
+    held = memory_fields.get("memory_bytes") if snap.memory == MemoryState.UNLOADED else None
+    return {"pid": snap.standby.pid, "since": snap.standby.since, "memory_bytes": held}
 
 
 def download_fields(downloads: DownloadManager, cfg: ModelConfig) -> dict[str, Any]:

@@ -23,26 +23,20 @@ import attrs
 
 from .admission import Holder
 from .config import ConfigError, GroupConfig, HubConfig, load_config
-from .controller import (
-    Change,
-    ChangeSignal,
-    ModelController,
-    ModelSnapshot,
-    Services,
-    Target,
-    WhileWaiting,
-)
+from .controller import ModelController, Services
 from .downloads import DownloadManager
 from .errors import HubError
 from .hub_memory import HubMemory
 from .launcher import Launcher
 from .logs import LogFiles
 from .metrics import HubMetrics, ModelSample
+from .model_state import Change, ChangeSignal, ModelSnapshot, Target, WhileWaiting
 from .ports import PortLeases
 from .runtime_state import WorkerRecord
 from .states import MemoryState
 from .status import hub_status, openai_models
 from .tasks import OwnedTasks
+from .worker_shim import worker_headers
 
 logger = logging.getLogger("mlx_hub.supervisor")
 # How often `downloaded` in status is re-read from the Hugging Face cache.
@@ -81,6 +75,7 @@ class Supervisor:
             changed=self._changed,
             metrics=self.metrics,
             downloads=self.downloads,
+            standby_turn=self._standby_turn,
         )
         # Every controller, those a reload is retiring too; `_by_name` indexes the
         # current config's models within it.
@@ -92,6 +87,7 @@ class Supervisor:
             config, self._memory_holders, self._evict_for_memory, self._signal.wait_any
         )
         self._group_locks: dict[str, asyncio.Lock] = {}
+        self._standby_lock = asyncio.Lock()
         self._reload_lock = asyncio.Lock()
         self._closed = False
 
@@ -99,7 +95,8 @@ class Supervisor:
 
     async def open(self) -> None:
         """Create the HTTP session used for health checks; read memory figures."""
-        self._session = aiohttp.ClientSession()
+        # With the worker secret: readiness and standby probes reach guarded workers.
+        self._session = aiohttp.ClientSession(headers=worker_headers())
         await self.memory.open()
         self._tasks.spawn(self.memory.run_system_monitor(), "memory-system-monitor")
         self._tasks.spawn(self._watch_snapshots(), "snapshot-watch")
@@ -270,6 +267,15 @@ class Supervisor:
             )
         await self._signal.wait_any(remaining)
 
+    @contextlib.asynccontextmanager
+    async def _standby_turn(self) -> AsyncIterator[None]:
+        """One standby starts at a time, and only while no model is loading."""
+        async with self._standby_lock:
+            await self._signal.wait_until(
+                lambda: not any(m.memory == MemoryState.LOADING for m in self._registry), None
+            )
+            yield
+
     async def _evict(self, victim: ModelController, reason: str) -> None:
         self.metrics.model(victim.name).evicted()
         await victim.evict(reason)
@@ -279,18 +285,22 @@ class Supervisor:
             self.memory.holder(
                 m.name,
                 last_used=m.last_used,
-                busy=not m.evictable,
+                busy=m.holds_memory and not m.evictable,
                 loading=m.memory == MemoryState.LOADING,
+                standby=not m.holds_memory,
             )
             for m in self._registry
-            if m.holds_memory
+            if m.holds_memory or m.has_standby
         ]
 
     async def _evict_for_memory(self, name: str, reason: str) -> None:
-        victim = next((m for m in self._registry if m.name == name and m.evictable), None)
-        if victim is not None:
-            self.memory.evicted(name, reason)
-            await self._evict(victim, reason)
+        for model in (m for m in self._registry if m.name == name):
+            if model.evictable:
+                self.memory.evicted(name, reason)
+                await self._evict(model, reason)
+            elif not model.holds_memory and model.has_standby:
+                self.metrics.model(name).evicted()
+                await model.drop_standby(reason)
 
     # --------------------------------------------------------------- reload
 

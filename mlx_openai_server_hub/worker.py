@@ -113,6 +113,7 @@ class WorkerProcess:
         self.started_at: float | None = None
         self.create_time: float | None = None
         self.exited = asyncio.Event()
+        self._last_health: str | None = None  # the last model_status /health gave
         # Set for each line the worker prints: wakes `wait_ready` to probe now rather
         # than at the next poll (a JIT request waits for that probe).
         self._output = asyncio.Event()
@@ -188,8 +189,11 @@ class WorkerProcess:
         """The last lines the worker printed, joined for an error message."""
         return "\n".join(list(self.tail)[-lines:])
 
-    async def wait_ready(self, session: aiohttp.ClientSession, timeout: float) -> None:
-        """Return once `/health` says the model is in memory; raise WorkerStartError if not."""
+    async def wait_ready(
+        self, session: aiohttp.ClientSession, timeout: float, loaded: bool = True
+    ) -> None:
+        """Return once `/health` says the model is in memory (or, with `loaded=False`,
+        once it answers at all: a `--jit` standby); raise WorkerStartError if not."""
         started = time.monotonic()
         deadline = started + timeout
         next_note = started + PROGRESS_EVERY_SECONDS
@@ -205,19 +209,30 @@ class WorkerProcess:
                     exit_code=self.returncode,
                 )
             if time.monotonic() >= deadline:
-                raise WorkerStartError(
-                    f"Worker for '{self.name}' was not ready within {timeout:g} s "
-                    f"(startup_timeout). Last output:\n{self.tail_text()}"
-                )
+                raise WorkerStartError(self._not_ready_message(timeout))
             self._output.clear()
             probed_at = time.monotonic()
-            if await self._health_ok(session, probe):
-                self._mark("worker ready")
+            status = await self._health_status(session, probe)
+            if status is not None and (not loaded or not status.startswith("unloaded")):
+                self._mark("worker ready" if loaded else "standby ready (model not loaded)")
                 return
             await self._wait_for_news(READY_POLL_SECONDS)
             gap = probed_at + READY_MIN_PROBE_GAP_SECONDS - time.monotonic()
             if gap > 0:
                 await asyncio.sleep(gap)
+
+    def _not_ready_message(self, timeout: float) -> str:
+        if self._last_health is not None and self._last_health.startswith("unloaded"):
+            # Quoting the hub's own probe lines would hide what is wrong.
+            return (
+                f"Worker for '{self.name}' was not ready within {timeout:g} s "
+                "(startup_timeout): the worker answers but reports its model unloaded; "
+                "is it running with --jit?"
+            )
+        return (
+            f"Worker for '{self.name}' was not ready within {timeout:g} s "
+            f"(startup_timeout). Last output:\n{self.tail_text()}"
+        )
 
     async def _wait_for_news(self, timeout: float) -> None:
         """Wait until the worker prints a line or exits, at most `timeout` seconds."""
@@ -232,19 +247,21 @@ class WorkerProcess:
                 waiting.cancel()
             await asyncio.gather(*waits, return_exceptions=True)
 
-    async def _health_ok(
+    async def _health_status(
         self, session: aiohttp.ClientSession, probe: aiohttp.ClientTimeout
-    ) -> bool:
+    ) -> str | None:
+        """The lower-cased `model_status` of a 200 `/health`, or None if it did not answer."""
         try:
             async with session.get(self.base_url + "/health", timeout=probe) as resp:
                 if resp.status != 200:
-                    return False
+                    return None
                 body = await resp.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError):
-            return False
-        status = str(body.get("model_status", "")) if isinstance(body, dict) else ""
+            return None
         # The JIT branch answers 200 with "unloaded" before its model is in memory.
-        return not status.lower().startswith("unloaded")
+        status = str(body.get("model_status", "")) if isinstance(body, dict) else ""
+        self._last_health = status.lower()
+        return self._last_health
 
     async def stop(self, grace: float = STOP_GRACE_SECONDS) -> int | None:
         """SIGTERM the process group, SIGKILL it after `grace` seconds, reap it."""

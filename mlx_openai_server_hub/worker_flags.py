@@ -21,7 +21,8 @@ _HELP_GAP = re.compile(r"\s{2,}")
 
 # Worker options taken from ModelConfig fields of the same name
 # (`context_length` -> `--context-length`), in the order they are passed.
-# Never `--jit` or `--auto-unload-minutes`: loading on demand is the hub's job.
+# Never `--auto-unload-minutes`: the worker's idle clock ignores requests in
+# flight; the hub's idle timer is the only one. `--jit` only for a warm standby.
 _FORWARDED_FIELDS = (
     "context_length",
     "max_concurrency",
@@ -82,11 +83,15 @@ def _parse_declaration(declaration: str) -> tuple[list[str], tuple[str, ...]]:
     return names, values
 
 
+JIT_FLAG = "--jit"
+
+
 def build_launch_args(
-    model: ModelConfig, host: str, port: int, options: LaunchOptions
+    model: ModelConfig, host: str, port: int, options: LaunchOptions, standby: bool = False
 ) -> tuple[list[str], list[str]]:
     """The worker's argv after its command (from "launch" on), and warnings about
-    configured options this worker cannot take (those are left out)."""
+    configured options this worker cannot take (those are left out). A `standby`
+    worker starts with `--jit`: imports done, weights loaded on its first request."""
     argv = [
         "launch",
         "--model-path",
@@ -104,6 +109,8 @@ def build_launch_args(
         # The hub writes the worker's output to the model's log itself; the
         # worker would otherwise also write logs/app.log into its cwd.
         argv.append("--no-log-file")
+    if standby and JIT_FLAG in options.flags:
+        argv.append(JIT_FLAG)
     warnings: list[str] = []
     for field in _FORWARDED_FIELDS:
         value = getattr(model, field)

@@ -54,13 +54,17 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def real_model(name: str, model_dir: Path, worker: RealWorker, **extra: Any) -> dict[str, Any]:
-    """A hub.yaml model entry served by the real worker (keys in `extra` win)."""
+    """A hub.yaml model entry served by the real worker (keys in `extra` win).
+
+    Cold starts unless a test asks for `warm_standby` (the standby path has its own
+    tests), so every test sees the same process lifecycle on both lines."""
     entry: dict[str, Any] = {
         "name": name,
         "model_path": str(model_dir),
         "worker_command": list(worker.command),
         "env": dict(WORKER_ENV_OVERRIDES),
         "startup_timeout": STARTUP_TIMEOUT_S,
+        "warm_standby": False,
     }
     entry.update(extra)
     return entry

@@ -18,16 +18,18 @@ import aiohttp
 import openai
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Hub, HubFactory
 from tests.e2e.conftest import (
+    STARTUP_TIMEOUT_S,
     group_members,
     only_line,
     port_bindable,
     port_listening,
     real_model,
 )
-from tests.e2e.worker_support import RealWorker
+from tests.e2e.worker_support import RealWorker, worker_secret_headers
 
 MAX_TOKENS = 8
 MESSAGES: list[Any] = [{"role": "user", "content": "hello there"}]
@@ -48,8 +50,8 @@ def assert_usage(usage: Any) -> None:
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
 
 
-async def chat_once(client: openai.AsyncOpenAI, model: str) -> None:
-    """A non-streaming chat completion, answered with text and usage counts."""
+async def chat_once(client: openai.AsyncOpenAI, model: str) -> Any:
+    """A non-streaming chat completion, answered with text and usage counts (returned)."""
     reply = await client.chat.completions.create(
         model=model, messages=MESSAGES, max_tokens=MAX_TOKENS
     )
@@ -59,10 +61,11 @@ async def chat_once(client: openai.AsyncOpenAI, model: str) -> None:
     assert isinstance(reply.choices[0].message.content, str)
     assert reply.choices[0].finish_reason in ("stop", "length")
     assert_usage(reply.usage)
+    return reply.usage
 
 
-async def chat_stream(client: openai.AsyncOpenAI, model: str) -> None:
-    """A streaming chat completion: chunks, a finish reason, usage in the last chunk."""
+async def chat_stream(client: openai.AsyncOpenAI, model: str) -> Any:
+    """A streaming chat completion: chunks, a finish reason, usage in the last chunk (returned)."""
     stream = await client.chat.completions.create(
         model=model,
         messages=MESSAGES,
@@ -77,6 +80,31 @@ async def chat_stream(client: openai.AsyncOpenAI, model: str) -> None:
     assert with_choices
     assert with_choices[-1].choices[0].finish_reason in ("stop", "length")
     assert_usage(chunks[-1].usage)
+    return chunks[-1].usage
+
+
+async def token_counters(hub: Hub, model: str) -> tuple[float, float]:
+    """(prompt, completion) tokens the hub's `/metrics` counted for `model`."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(hub.url + "/metrics", headers=hub.auth) as resp,
+    ):
+        assert resp.status == 200
+        text = await resp.text()
+    found = {"mlx_hub_prompt_tokens_total": 0.0, "mlx_hub_completion_tokens_total": 0.0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in found and sample.labels.get("model") == model:
+                found[sample.name] = sample.value
+    return found["mlx_hub_prompt_tokens_total"], found["mlx_hub_completion_tokens_total"]
+
+
+async def wait_token_counters(hub: Hub, model: str, expected: tuple[int, int]) -> None:
+    """The counters reach `expected`: the hub counts a request just after its last byte."""
+    deadline = time.monotonic() + 5.0
+    while (counted := await token_counters(hub, model)) != expected:
+        assert time.monotonic() < deadline, f"/metrics counted {counted}, usage was {expected}"
+        await asyncio.sleep(0.1)
 
 
 def assert_real_worker(meta: dict[str, Any], model_dir: Path, worker: RealWorker) -> psutil.Process:
@@ -102,9 +130,10 @@ def assert_real_worker(meta: dict[str, Any], model_dir: Path, worker: RealWorker
 
 async def worker_health(port: int) -> dict[str, Any]:
     """The worker's own /health, asked directly (not through the hub)."""
+    headers = worker_secret_headers(port)
     async with (
         aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{port}/health") as resp,
+        session.get(f"http://127.0.0.1:{port}/health", headers=headers) as resp,
     ):
         assert resp.status == 200
         return dict(await resp.json())
@@ -157,18 +186,30 @@ async def test_default_model_serves_openai_and_hub_sigterm_ends_everything(
     assert health["status"] == "ok" and health["model_id"] == str(tiny_model)
     pgid = meta["pid"]
 
+    prompt = completion = 0
     async with openai_client(hub) as client:
         # 1.8.1 refuses any `model` but its path: the hub must rewrite the name (1.3.12
         # accepts any, so there both names show only that the hub routes them).
         for model in ("tiny", str(tiny_model)):
-            await chat_once(client, model)
-            await chat_stream(client, model)
+            for usage in (await chat_once(client, model), await chat_stream(client, model)):
+                prompt += usage.prompt_tokens
+                completion += usage.completion_tokens
         models = await client.models.list()
         assert [m.id for m in models.data] == ["tiny"]
+    # Both bodies and both streams' final chunks are counted, under the hub's name.
+    await wait_token_counters(hub, "tiny", (prompt, completion))
 
     meta = await hub.model("tiny")
     assert meta["pid"] == pgid  # the same worker served everything
     assert meta["in_flight"] == 0 and meta["last_request_at"] is not None
+    # The hub's sample of the worker's process group: Python, MLX and the weights, real bytes.
+    meta = await hub.wait_for("tiny", lambda m: (m["memory_bytes"] or 0) > 50 * 2**20)
+    assert meta["memory_peak_bytes"] >= meta["memory_bytes"]
+    assert (await hub.status())["memory"]["used_bytes"] >= meta["memory_bytes"]
+    print(
+        f"real worker {real_worker.line.name}: footprint {meta['memory_bytes'] / 2**20:.0f} MB, "
+        f"peak {meta['memory_peak_bytes'] / 2**20:.0f} MB"
+    )
     runtime = hub.log_path / "hub_runtime.json"
     record = json.loads(runtime.read_text())
     assert record["workers"]["tiny"]["pgid"] == pgid
@@ -299,10 +340,70 @@ async def test_max_concurrency_reaches_the_worker(
     assert cmdline[cmdline.index("--max-concurrency") + 1] == "2"
     async with (
         aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{meta['port']}/v1/queue/stats") as resp,
+        session.get(
+            f"http://127.0.0.1:{meta['port']}/v1/queue/stats",
+            headers=worker_secret_headers(meta["port"]),
+        ) as resp,
     ):
         assert resp.status == 200
         stats = await resp.json()
     assert stats["queue_stats"]["max_concurrency"] == 2
     async with openai_client(hub) as client:
         await asyncio.gather(chat_once(client, "tiny"), chat_stream(client, "tiny"))
+
+
+async def standby_health(port: int) -> str | None:
+    """The worker's `model_status`, or None while it does not answer yet (imports)."""
+    try:
+        return str((await worker_health(port)).get("model_status"))
+    except (aiohttp.ClientError, AssertionError):
+        return None
+
+
+@pytest.mark.e2e
+@only_line("jit", reason="only the JIT-and-Auto-Unload line has --jit, which a standby needs")
+async def test_a_standby_serves_the_cold_request_and_is_replaced_after_unload(
+    hub_factory: HubFactory, tiny_model: Path, real_worker: RealWorker
+):
+    entry = real_model(
+        "warm", tiny_model, real_worker, default=True, jit_enabled=True, warm_standby=True
+    )
+    hub = hub_factory([entry])
+    standby = (await hub.wait_for("warm", lambda m: (m["standby"] or {}).get("pid"), 120))[
+        "standby"
+    ]
+    cmdline = psutil.Process(standby["pid"]).cmdline()
+    assert "--jit" in cmdline and "--auto-unload-minutes" not in cmdline
+    # Its /health answers "unloaded" once its imports are done.
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    port = (await hub.model("warm"))["port"]
+    while await standby_health(port) != "unloaded":
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.5)
+    async with openai_client(hub) as client:
+        started = time.monotonic()
+        await chat_once(client, "warm")
+        cold_request = time.monotonic() - started
+        meta = await hub.model("warm")
+        assert meta["memory_state"] == "loaded" and meta["pid"] == standby["pid"]
+        print(f"cold request through the standby: {cold_request:.2f} s")
+        status, _ = await hub.post("/hub/models/warm/unload")
+        assert status == 200
+        await wait_group_gone(standby["pid"])
+        again = await hub.wait_for(
+            "warm", lambda m: (m["standby"] or {}).get("pid") not in (None, standby["pid"]), 120
+        )
+        assert again["memory_state"] == "unloaded"
+
+
+@pytest.mark.e2e
+@only_line("pypi", reason="the point is that 1.8.1, which has no --jit, never gets a standby")
+async def test_the_pypi_line_gets_no_standby(
+    hub_factory: HubFactory, tiny_model: Path, real_worker: RealWorker
+):
+    entry = real_model("cold", tiny_model, real_worker, default=True, jit_enabled=True)
+    del entry["warm_standby"]  # the default: a standby where the worker supports one
+    hub = hub_factory([entry])
+    await hub.wait_for("cold", lambda m: m["process_state"] == "running")
+    await wait_until_only_the_hub_runs(hub)
+    assert (await hub.model("cold"))["standby"] is None

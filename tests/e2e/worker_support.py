@@ -20,9 +20,11 @@ import sys
 from pathlib import Path
 
 import attrs
+import psutil
 import pytest
 
 from mlx_openai_server_hub.cli import worker_python as cli_worker_python
+from mlx_openai_server_hub.worker_shim import SECRET_ENV, SECRET_HEADER
 
 WORKER_ENV_VAR = "MLX_HUB_TEST_WORKER"
 JIT_WORKER_ENV_VAR = "MLX_HUB_TEST_JIT_WORKER"
@@ -151,3 +153,14 @@ def build_tiny_model(dest: Path, worker_exe: str | None = None) -> Path:
     if not (dest / "config.json").is_file() or not (dest / "model.safetensors").is_file():
         _fail(f"demo_model.py exited 0 but {dest} is not a complete model")
     return dest
+
+
+def worker_secret_headers(port: int) -> dict[str, str]:
+    """The header a direct request to the worker on `port` needs: the hub's worker secret,
+    read from the environment the hub gave that worker (this user may read it)."""
+    for conn in psutil.net_connections("tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid:
+            secret = psutil.Process(conn.pid).environ().get(SECRET_ENV)
+            assert secret, f"the worker on port {port} runs without {SECRET_ENV}"
+            return {SECRET_HEADER: secret}
+    raise AssertionError(f"no process listens on port {port}")

@@ -51,6 +51,13 @@ FAKE_CRASH_AFTER_CHUNKS  Int: in a stream, after that many content chunks the pr
 FAKE_HANG                1: accept every /v1/* request and never answer; /health still works.
 FAKE_RESPONSE_DELAY      Seconds (float, default 0) slept before a non-streaming /v1 POST answer.
 FAKE_JIT_UNLOADED        1: /health reports ``model_status`` ``"unloaded"`` forever.
+FAKE_JIT_START_DELAY     Seconds: FAKE_START_DELAY for a worker started with ``--jit``
+                         (jit flavor), so a standby can start slower (or faster) than a cold one.
+FAKE_LOAD_DELAY          Seconds (float, default 0) of a ``--jit`` worker's in-process load,
+                         on its first /v1 POST or ``GET /v1/queue/stats`` (one load for all).
+FAKE_HOLD_MB             MiB (int, default 0) allocated and written at start (before
+                         FAKE_START_DELAY) and held until exit: real resident memory, so the
+                         hub's sampled footprint (RSS/PSS) is about this plus ~30 MB of Python.
 FAKE_HELP_DELAY          Seconds (float, default 0) slept before ``launch --help`` prints
                          (the real worker takes ~3.6 s: it imports its whole stack).
 

@@ -48,6 +48,7 @@ class FakeWorker:
         self.served_name = launch.served_model_name or launch.model_path
         self.in_flight = 0
         self.loaded = not (flavor == "jit" and launch.jit)
+        self._loading: asyncio.Future[None] | None = None
         self.created = int(time.time())
         self._ids = itertools.count(1)
         self.headers = {"x-fake-worker-pid": str(self.pid), "x-fake-worker-port": str(launch.port)}
@@ -144,7 +145,7 @@ class FakeWorker:
             if self.knobs.strict_model and model != self.served_name:
                 message = f"The model `{model}` does not exist"
                 return self._error(404, message, "model_not_found")
-            self.loaded = True
+            await self._ensure_loaded()
             if knobs.crash:
                 crash("fake_crash")
             if knobs.delay and fields.get("stream") is not True:
@@ -180,6 +181,18 @@ class FakeWorker:
             pass  # the client went away
         return response
 
+    async def _ensure_loaded(self) -> None:
+        """A --jit worker's in-process load: FAKE_LOAD_DELAY seconds, once for all callers."""
+        if self.loaded:
+            return
+        if self._loading is None:
+            self._loading = asyncio.ensure_future(self._load())
+        await asyncio.shield(self._loading)
+
+    async def _load(self) -> None:
+        await asyncio.sleep(self.knobs.load_delay)
+        self.loaded = True
+
     # -- GET endpoints -------------------------------------------------------------------
 
     def _model_status(self) -> str:
@@ -207,9 +220,11 @@ class FakeWorker:
         return self._json({"object": "list", "data": [model]})
 
     async def queue_stats(self, request: web.Request) -> web.Response:
-        """GET /v1/queue/stats: the requests in flight right now."""
+        """GET /v1/queue/stats: the requests in flight right now (with --jit, it loads
+        the model first, as the JIT branch does)."""
         if self.knobs.hang:
             await hang_forever()
+        await self._ensure_loaded()
         stats = {
             "running": self.in_flight,
             "queued": 0,

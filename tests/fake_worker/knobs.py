@@ -82,6 +82,9 @@ class Knobs:
     hang: bool = False
     response_delay: float = 0.0
     jit_unloaded: bool = False
+    hold_mb: int = 0
+    load_delay: float = 0.0
+    jit_start_delay: float | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Knobs:
@@ -97,6 +100,9 @@ class Knobs:
             hang=_env(env, "FAKE_HANG", _to_bool, False),
             response_delay=_env(env, "FAKE_RESPONSE_DELAY", _to_seconds, 0.0),
             jit_unloaded=_env(env, "FAKE_JIT_UNLOADED", _to_bool, False),
+            hold_mb=_env(env, "FAKE_HOLD_MB", _to_count, 0),
+            load_delay=_env(env, "FAKE_LOAD_DELAY", _to_seconds, 0.0),
+            jit_start_delay=_env(env, "FAKE_JIT_START_DELAY", _to_seconds, None),
         )
 
 
@@ -134,6 +140,20 @@ def request_knobs(fields: Mapping[str, Any], defaults: RequestKnobs) -> RequestK
         except (TypeError, ValueError):
             raise BadRequest(f"invalid {name}: {raw!r}") from None
     return dataclasses.replace(defaults, **changes) if changes else defaults
+
+
+_PAGE = 4096
+
+
+def hold_memory(megabytes: int) -> bytearray:
+    """A block of `megabytes` MiB with every page written, so it is resident, not reserved.
+
+    The caller keeps the block alive for as long as the memory should stay held.
+    """
+    block = bytearray(megabytes * 2**20)
+    # bytearray() may map fresh zero pages lazily; a write to each makes it count in RSS/PSS.
+    block[::_PAGE] = b"\x01" * len(range(0, len(block), _PAGE))
+    return block
 
 
 def crash(reason: str) -> NoReturn:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .help_text import PROG, VERSIONS
-from .knobs import Knobs, hang_forever
+from .knobs import Knobs, hang_forever, hold_memory
 from .options import LaunchArgs
 
 if TYPE_CHECKING:
@@ -98,7 +98,13 @@ def run(launch: LaunchArgs, knobs: Knobs, flavor: str) -> int:
     log(f"INFO:     Loading model {launch.model_path} (type {launch.model_type})")
     if knobs.spawn_child:
         log(f"child pid={_spawn_child(knobs.ignore_sigterm)}")
-    _wait_start_delay(knobs.start_delay, launch.model_path)
+    # Held for the life of the process: run() returns only when the worker ends.
+    held = hold_memory(knobs.hold_mb)
+    if knobs.hold_mb:
+        log(f"holding {len(held) // 2**20} MB of resident memory")
+    standby = flavor == "jit" and launch.jit
+    delay = knobs.jit_start_delay if standby and knobs.jit_start_delay is not None else None
+    _wait_start_delay(knobs.start_delay if delay is None else delay, launch.model_path)
     if knobs.exit_at_start is not None:
         log_error(f"ERROR: failed to load model {launch.model_path} (FAKE_EXIT_AT_START)")
         return knobs.exit_at_start

@@ -453,7 +453,13 @@ ERRORS: list[tuple[Any, str]] = [
     ),
     (
         hub(model(extra_args=["--jit"])),
-        "models[0].extra_args: extra_args must not contain --jit: the hub sets it itself",
+        "models[0].extra_args: extra_args must not contain --jit: the hub manages loading and "
+        "idle unload (jit_enabled, auto_unload_minutes, warm_standby)",
+    ),
+    (
+        hub(model(extra_args=["--auto-unload-minutes=5"])),
+        "models[0].extra_args: extra_args must not contain --auto-unload-minutes: the hub "
+        "manages loading and idle unload (jit_enabled, auto_unload_minutes, warm_standby)",
     ),
     (hub(model(env="x")), "models[0].env: env must be a mapping of variable names to values"),
     (hub(model(env=["A=1"])), "models[0].env: env must be a mapping of variable names to values"),
@@ -710,6 +716,7 @@ _PLAUSIBLE: dict[str, list[Any]] = {
     "memory_safety_margin": [0, "1GB"],
     "memory": ["12GB", 800],
     "revision": ["main", "a1b2c3d"],
+    "warm_standby": [True, False],
 }
 
 
