@@ -74,6 +74,8 @@ class RawClient:
 
     def __init__(self) -> None:
         self._idle: dict[tuple[str, int], list[tuple[asyncio.StreamReader, Any]]] = {}
+        # Header lines sent to one port only (a guarded worker's secret, for direct calls).
+        self.headers_for: dict[int, str] = {}
 
     async def close(self) -> None:
         """Close every pooled connection."""
@@ -94,7 +96,7 @@ class RawClient:
         key = (host, int(port_text))
         pool = self._idle.setdefault(key, [])
         request = (
-            f"{method} /{path} HTTP/1.1\r\nHost: {hostport}\r\n"
+            f"{method} /{path} HTTP/1.1\r\nHost: {hostport}\r\n{self.headers_for.get(key[1], '')}"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode() + body
         while True:

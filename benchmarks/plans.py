@@ -28,6 +28,10 @@ class Plan:
     traffic_rounds: int
     traffic_pairs: int
     traffic_calls: int
+    # Memory: requests over three models that fit two at a time, clients, requests per pair.
+    memory_requests: int
+    memory_clients: int
+    memory_phase: int
 
 
 FULL = Plan(
@@ -47,6 +51,9 @@ FULL = Plan(
     traffic_rounds=3,
     traffic_pairs=1000,
     traffic_calls=20_000,
+    memory_requests=3000,
+    memory_clients=8,
+    memory_phase=150,
 )
 QUICK = Plan(
     latency_pairs=300,
@@ -65,4 +72,7 @@ QUICK = Plan(
     traffic_rounds=1,
     traffic_pairs=200,
     traffic_calls=5000,
+    memory_requests=600,
+    memory_clients=4,
+    memory_phase=100,
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from .core import Bench
 from .loadgen import chat_body, interleaved, log, ms, no_gc, pct, timed_request, timed_stream
@@ -11,6 +12,13 @@ from .loadgen import chat_body, interleaved, log, ms, no_gc, pct, timed_request,
 async def real(bench: Bench, model_path: str) -> None:
     """The real worker: hub/direct latency of small answers, first byte added to streams."""
     direct_url, hub_url = await bench.urls("real")
+    from tests.e2e.worker_support import worker_secret_headers
+
+    # The worker answers only the hub: the direct side sends the hub's secret too.
+    port = urlsplit(direct_url).port or 0
+    bench.client.headers_for[port] = "".join(
+        f"{k}: {v}\r\n" for k, v in worker_secret_headers(port).items()
+    )
     extra: dict[str, Any] = {"max_tokens": 8, "temperature": 0.0}
     direct_body = chat_body(model_path, **extra)
     hub_body = chat_body("real", **extra)

@@ -16,6 +16,7 @@ from .hubs import bench_hub, models_for, prepare_real_worker
 from .jit import jit, jit_at_hub_start
 from .latency import small, spaced, throughput, ttfb
 from .loadgen import chat_body, log, new_session, timed_request
+from .memory import memory_budget
 from .plans import FULL, QUICK
 from .real import real
 from .report import machine
@@ -58,6 +59,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await throughput(bench)
             await queue_fifo(bench)
             await proxy_cost(bench)
+            await memory_budget(bench, folder / "memory")
             if real_worker:
                 await real(bench, str(tiny))
             for clients, rounds in plan.conc_rounds.items():

@@ -31,6 +31,7 @@ from .auth import (
     local_names,
 )
 from .config import HubConfig, load_config
+from .contract import TokenError
 from .control_api import SHUTDOWN_EVENT_KEY, setup_control_api
 from .dashboard import setup_dashboard
 from .downloads_api import setup_download_api
@@ -270,7 +271,11 @@ async def _run_hub(config: HubConfig, log_files: LogFiles, log_to_stderr: bool) 
     if not _clear_previous_run(config):
         return 1
     names = local_names(config.host) | {h.lower() for h in config.allowed_hosts}
-    token = load_or_create_token(config.token_path)
+    try:
+        token = load_or_create_token(config.token_path)
+    except (TokenError, OSError) as exc:
+        logger.error("Cannot use the control token: %s", exc)
+        return 1
     auth = Auth(token, config.api_keys, names, configured_hosts=config.allowed_hosts)
     state = RuntimeState(os.getpid(), config.host, config.port)
     runtime = RuntimeFile(config.runtime_path, state, log_files)

@@ -25,8 +25,8 @@ from urllib.parse import urlsplit
 import psutil
 from aiohttp import web
 
+from .contract import MIN_TOKEN_LENGTH, is_wildcard
 from .contract import TOKEN_ENV_VAR as TOKEN_ENV_VAR
-from .contract import is_wildcard
 from .contract import load_or_create_token as load_or_create_token
 from .contract import read_token as read_token
 from .peer_user import peer_is_own_user
@@ -185,6 +185,9 @@ class Auth:
         allowed_hosts: Iterable[str],
         configured_hosts: Iterable[str] = (),
     ) -> None:
+        if len(token) < MIN_TOKEN_LENGTH:
+            # An empty token would let `?token=` in; the loader refuses short ones first.
+            raise ValueError(f"the control token must have at least {MIN_TOKEN_LENGTH} characters")
         self.token = token
         self.api_keys = tuple(api_keys)
         self.allowed_hosts = frozenset(allowed_hosts)
@@ -197,8 +200,8 @@ class Auth:
         self._sessions: dict[bytes, float] = {}
 
     def check_token(self, given: str | None) -> bool:
-        """True when `given` is the control token."""
-        return given is not None and secrets_equal(given, self.token)
+        """True when `given` is the control token (never when it is empty)."""
+        return given is not None and given != "" and secrets_equal(given, self.token)
 
     def check_api_key(self, given: str | None) -> bool:
         """True when `/v1` is open or `given` is one of the API keys."""

@@ -14,10 +14,11 @@ from __future__ import annotations
 import http.client
 import json
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import attrs
 
@@ -35,6 +36,8 @@ from .process_group import pid_alive as pid_alive
 CONNECT_TIMEOUT = 5.0
 # For reads that should be quick (status, health). Actions use no read timeout at all.
 QUICK_TIMEOUT = 15.0
+# A followed log: the hub sends a comment every 15 s of quiet; four missed is a lost hub.
+FOLLOW_TIMEOUT = 60.0
 
 
 class HubClientError(Exception):
@@ -50,11 +53,19 @@ class HubUnreachable(HubClientError):
         self.reason = reason
 
 
+def _as_the_reference_shows(payload: Any) -> Any:
+    """The envelope without the hub's `request_id` (the reference's CLI printed none)."""
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if not isinstance(error, dict) or "request_id" not in error:
+        return payload
+    return {**payload, "error": {k: v for k, v in error.items() if k != "request_id"}}
+
+
 class HubHTTPError(HubClientError):
     """The hub answered with an HTTP error status."""
 
     def __init__(self, status: int, payload: Any) -> None:
-        super().__init__(f"Daemon responded {status}: {payload!r}")
+        super().__init__(f"Daemon responded {status}: {_as_the_reference_shows(payload)!r}")
         self.status = status
         self.payload = payload
 
@@ -143,15 +154,30 @@ class HubClient:
         `timeout` bounds each socket read; None waits as long as the hub works on it.
         Raises HubUnreachable or HubHTTPError.
         """
-        url = self.location.base_url
-        headers = {"Accept": "application/json", "Connection": "close"}
-        token = self._token()
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
+        headers = {"Accept": "application/json"}
         data = None
         if body is not None:
             data = json.dumps(body).encode("utf-8")
             headers["Content-Type"] = "application/json"
+        conn, response = self._open(method, path, data, headers, timeout)
+        payload = _parse_body(self._read_body(conn, response))
+        if response.status >= 400:
+            raise HubHTTPError(response.status, payload)
+        return payload
+
+    def _open(
+        self,
+        method: str,
+        path: str,
+        data: bytes | None,
+        headers: dict[str, str],
+        timeout: float | None,
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """Connect, send, and read the response's head; the caller reads the body and closes."""
+        headers = {**headers, "Connection": "close"}
+        token = self._token()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         conn = http.client.HTTPConnection(
             connect_host(self.location.host), self.location.port, timeout=CONNECT_TIMEOUT
         )
@@ -160,17 +186,62 @@ class HubClient:
             assert conn.sock is not None
             conn.sock.settimeout(timeout)
             conn.request(method, path, body=data, headers=headers)
-            response = conn.getresponse()
-            raw = response.read()
-            status = response.status
+            return conn, conn.getresponse()
         except (OSError, http.client.HTTPException) as exc:
-            raise HubUnreachable(url, _reason(exc)) from exc
+            conn.close()
+            raise HubUnreachable(self.base_url, _reason(exc)) from exc
+
+    def _read_body(
+        self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse
+    ) -> bytes:
+        """The whole body, then the connection closed."""
+        try:
+            return response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise HubUnreachable(self.base_url, _reason(exc)) from exc
         finally:
             conn.close()
-        payload = _parse_body(raw)
-        if status >= 400:
-            raise HubHTTPError(status, payload)
-        return payload
+
+    def _open_log(
+        self, model: str | None, lines: int, follow: bool, timeout: float | None
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """GET /hub/logs with its query; an HTTP error is read and raised as HubHTTPError."""
+        query = {"lines": str(lines)} if model is None else {"model": model, "lines": str(lines)}
+        if follow:
+            query["follow"] = "1"
+        accept = "text/event-stream" if follow else "text/plain"
+        conn, response = self._open(
+            "GET", f"/hub/logs?{urlencode(query)}", None, {"Accept": accept}, timeout
+        )
+        if response.status < 400:
+            return conn, response
+        raise HubHTTPError(response.status, _parse_body(self._read_body(conn, response)))
+
+    def log_tail(self, model: str | None, lines: int) -> str:
+        """GET /hub/logs: the last `lines` lines of a model's log, or the hub's (None)."""
+        conn, response = self._open_log(model, lines, False, QUICK_TIMEOUT)
+        return self._read_body(conn, response).decode("utf-8", errors="replace")
+
+    def follow_log(self, model: str | None, lines: int) -> Iterator[str]:
+        """GET /hub/logs?follow=1: the last `lines` lines, then each new one, as they come.
+
+        Connects before it returns (so HubUnreachable and HubHTTPError are raised here);
+        the iterator yields each event's data (a log line without its newline) and ends
+        when the hub ends the stream. A hub silent for FOLLOW_TIMEOUT (it sends a comment
+        every 15 s) counts as gone.
+        """
+        conn, response = self._open_log(model, lines, True, FOLLOW_TIMEOUT)
+        return self._events(conn, response)
+
+    def _events(
+        self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse
+    ) -> Iterator[str]:
+        try:
+            yield from sse_data(response)
+        except (OSError, http.client.HTTPException) as exc:
+            raise HubUnreachable(self.base_url, _reason(exc)) from exc
+        finally:
+            conn.close()
 
     def health(self, timeout: float = 2.0) -> dict[str, Any]:
         """GET /health."""
@@ -209,6 +280,23 @@ class HubClient:
                 return True
             time.sleep(interval)
         return False
+
+
+def sse_data(lines: Iterable[bytes]) -> Iterator[str]:
+    """The data of each server-sent event in `lines` (several `data:` lines joined by \\n).
+
+    Comment lines (`:` first) and other fields are skipped; a blank line ends an event,
+    and an event cut off by the end of the stream is dropped (as the SSE rules say).
+    """
+    data: list[str] = []
+    for raw in lines:
+        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        if not line:
+            if data:
+                yield "\n".join(data)
+            data = []
+        elif line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
 
 
 def _reason(exc: BaseException) -> str:

@@ -49,14 +49,31 @@ def runtime_path_for(log_path: Path) -> Path:
 # --- the control token ------------------------------------------------------------------------
 
 TOKEN_ENV_VAR = "MLX_HUB_TOKEN"
+# Shorter tokens are refused: a generated one has 43 characters, and a login form that
+# lets a client try a few guesses a minute still must not meet a guessable token.
+MIN_TOKEN_LENGTH = 16
+
+
+class TokenError(ValueError):
+    """A control token the hub must not use; the message says where it came from and why."""
 
 
 def _token_from_env() -> str | None:
-    return os.environ.get(TOKEN_ENV_VAR, "").strip() or None
+    """`MLX_HUB_TOKEN` (None when unset or blank); TokenError when it is too short."""
+    token = os.environ.get(TOKEN_ENV_VAR, "").strip()
+    if token and len(token) < MIN_TOKEN_LENGTH:
+        raise TokenError(
+            f"{TOKEN_ENV_VAR} has {len(token)} characters; a control token needs at least "
+            f"{MIN_TOKEN_LENGTH}. Set a longer one, or unset it to use hub.token"
+        )
+    return token or None
 
 
 def read_token(path: Path | None) -> str | None:
-    """The control token for a client: `MLX_HUB_TOKEN`, else the file, else None."""
+    """The control token for a client: `MLX_HUB_TOKEN`, else the file, else None.
+
+    Raises TokenError when `MLX_HUB_TOKEN` is too short.
+    """
     from_env = _token_from_env()
     if from_env or path is None:
         return from_env
@@ -69,26 +86,48 @@ def read_token(path: Path | None) -> str | None:
 def load_or_create_token(path: Path) -> str:
     """The hub's control token: `MLX_HUB_TOKEN`, else the file at `path` (made if absent).
 
-    The file is created with mode 0600 from the start (O_EXCL), so it is never
-    readable by others, not even for a moment.
+    The file is written atomically and private (0600) from its first byte: a temporary
+    file created with O_EXCL and mode 0600, linked to `path` only once complete. An
+    empty file (a full disk, a crash, a truncation) is replaced by a new token, with a
+    warning; a short one someone wrote is refused (TokenError): replacing it would lock
+    out the clients it was given to.
     """
     from_env = _token_from_env()
     if from_env:
         return from_env
     try:
-        return path.read_text(encoding="utf-8").strip()
+        token = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
-        pass
-    import secrets  # only the hub makes tokens; clients' start-up need not load it
+        return _new_token(path, exclusive=True)
+    if not token:
+        import logging  # the hub's path only; `status` need not load it
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+        logging.getLogger("mlx_hub").warning(
+            "%s was empty (a full disk or a crash while it was written?); "
+            "it now holds a new control token",
+            path,
+        )
+        return _new_token(path, exclusive=False)
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise TokenError(
+            f"{path} holds a control token of {len(token)} characters; it needs at least "
+            f"{MIN_TOKEN_LENGTH}. Write a longer one, or delete the file and the hub makes one"
+        )
+    return token
+
+
+def _new_token(path: Path, *, exclusive: bool) -> str:
+    """Write a fresh token to `path`; when `exclusive` and another process won, use its."""
+    import secrets  # only the hub makes tokens; clients' start-up need not load these
+
+    from .atomic import write_atomic
+
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process won the race; use its token
+        write_atomic(path, token + "\n", mode=0o600, exclusive=exclusive)
+    except FileExistsError:  # another hub created it meanwhile, whole: use its token
         return path.read_text(encoding="utf-8").strip()
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(token + "\n")
     return token
 
 

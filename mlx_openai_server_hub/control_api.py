@@ -107,36 +107,28 @@ async def service_reload(request: web.Request) -> web.Response:
 
 async def model_action(request: web.Request) -> web.Response:
     """`POST /hub/models/{name}/start|stop|load|unload`; answers when done."""
+    action, name, verb = await _run_model_action(request)
+    return _model_reply(action, name, f"Model '{name}' {verb} requested")
+
+
+async def vram_action(request: web.Request) -> web.Response:
+    """`POST /hub/models/{name}/vram/load|unload`: the same as load/unload."""
+    action, name, _verb = await _run_model_action(request)
+    return _model_reply(action, name, f"VRAM {action} requested for '{name}'")
+
+
+async def _run_model_action(request: web.Request) -> tuple[str, str, str]:
+    """Run the path's action on the path's model: (action, model name, verb for the reply)."""
     await _ignore_body(request)
     action = request.match_info["action"]
     name = _model_name(request)
     run, verb = MODEL_ACTIONS[action]
     await _run_owned(request.app[SUPERVISOR_KEY], run, action, name)
-    return web.json_response(
-        {
-            "status": "ok",
-            "action": action,
-            "model": name,
-            "message": f"Model '{name}' {verb} requested",
-        }
-    )
+    return action, name, verb
 
 
-async def vram_action(request: web.Request) -> web.Response:
-    """`POST /hub/models/{name}/vram/load|unload`: the same as load/unload."""
-    await _ignore_body(request)
-    action = request.match_info["action"]
-    name = _model_name(request)
-    run, _verb = MODEL_ACTIONS[action]
-    await _run_owned(request.app[SUPERVISOR_KEY], run, action, name)
-    return web.json_response(
-        {
-            "status": "ok",
-            "action": action,
-            "model": name,
-            "message": f"VRAM {action} requested for '{name}'",
-        }
-    )
+def _model_reply(action: str, name: str, message: str) -> web.Response:
+    return web.json_response({"status": "ok", "action": action, "model": name, "message": message})
 
 
 def _model_name(request: web.Request) -> str:

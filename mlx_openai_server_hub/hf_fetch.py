@@ -11,12 +11,13 @@ from __future__ import annotations
 import errno
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import attrs
-from huggingface_hub import HfApi, hf_hub_download
+from huggingface_hub import HfApi, constants, hf_hub_download
 from huggingface_hub.errors import (
     GatedRepoError,
     HfHubHTTPError,
@@ -32,6 +33,14 @@ from .hf_cache import DEFAULT_REVISION, repo_cache_dir
 ByteSink = Callable[[str, int], None]
 # Called once per file when its transfer starts: (file name, total, resumed bytes).
 FileStart = Callable[[str, int | None, int], None]
+
+# huggingface_hub reads the body in 10 MiB chunks and reports each chunk only
+# once it is full, so a file under 10 MiB shows no progress until it is done
+# and a slow link shows none for minutes. Smaller chunks make progress real.
+READ_CHUNK_BYTES = 256 * 1024
+# Progress is handed to the event loop at most this often per file (plus once
+# at the end), so a fast download does not flood the loop serving requests.
+REPORT_INTERVAL_S = 0.1
 
 _STATUS_OF_KIND = {
     "offline": 503,
@@ -112,7 +121,9 @@ def _progress_class(
 
     huggingface_hub creates it with `total`/`initial` and calls `update(n)`
     per chunk; raising from `update` is how a cancelled download stops
-    mid-file (the library removes its temporary file).
+    mid-file (the library removes its temporary file). Bytes are batched
+    and forwarded every `REPORT_INTERVAL_S`, and whatever is left when the
+    library closes the bar (before `hf_hub_download` returns).
     """
 
     class _FileProgress:
@@ -120,19 +131,29 @@ def _progress_class(
             self, *args: Any, total: int | None = None, initial: int = 0, **kwargs: Any
         ) -> None:
             self.total, self.n = total, initial
+            self._pending, self._reported_at = 0, time.monotonic()
             on_start(name, total, initial)
 
         def update(self, n: float | None = 1) -> None:
             if cancel.is_set():
                 raise DownloadCancelled(name)
             self.n += int(n or 0)
-            on_bytes(name, int(n or 0))
+            self._pending += int(n or 0)
+            # A rollback (negative n) is passed on at once so the total never overshoots.
+            due = time.monotonic() - self._reported_at >= REPORT_INTERVAL_S
+            if due or (n or 0) < 0:
+                self._flush()
+
+        def _flush(self) -> None:
+            if self._pending:
+                on_bytes(name, self._pending)
+            self._pending, self._reported_at = 0, time.monotonic()
 
         def __enter__(self) -> _FileProgress:
             return self
 
         def __exit__(self, *exc: object) -> None:
-            return None
+            self._flush()
 
         def _ignore(self, *args: Any, **kwargs: Any) -> None:
             return None
@@ -141,7 +162,10 @@ def _progress_class(
         # network bytes into this one bar instead of making a second bar
         # from this class (which would count every byte twice).
         update_transfer = set_transfer_postfix_str = _ignore
-        close = refresh = set_postfix_str = set_description = set_description_str = _ignore
+        refresh = set_postfix_str = set_description = set_description_str = _ignore
+
+        def close(self) -> None:
+            self._flush()
 
     return _FileProgress
 
@@ -157,6 +181,8 @@ def fetch_file(
     """Download one file of the snapshot into the cache (a no-op when it is there)."""
     if cancel.is_set():
         raise DownloadCancelled(name)
+    # Read at each call by the library; only ever lowered, never raised back.
+    constants.DOWNLOAD_CHUNK_SIZE = min(constants.DOWNLOAD_CHUNK_SIZE, READ_CHUNK_BYTES)
     hf_hub_download(
         listing.repo_id,
         name,

@@ -199,7 +199,7 @@ def _read_store(path: Path | None) -> dict[str, str]:
 
 def _write_store(path: Path, texts: dict[str, str]) -> None:
     try:
-        write_atomic(path, json.dumps(texts))
+        write_atomic(path, json.dumps(texts), mode=0o600)
     except OSError as exc:
         # Not worth a warning on the page: the next start just reads the help again.
         logger.debug("Cannot store worker options in %s: %s", path, exc)

@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 import attrs
 import psutil
 
+from .atomic import write_atomic
 from .memory_estimate import estimate_memory
 
 logger = logging.getLogger("mlx_hub.memory")
@@ -205,20 +205,10 @@ class LearnedStore:
         self.entries[name] = {"bytes": int(size), "fingerprint": print_, "updated_at": time.time()}
 
     def save(self) -> None:
-        """Write the file atomically (a temporary file renamed over it)."""
+        """Write the file atomically (a temporary file renamed over it), private (0600)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         body = json.dumps({"version": 1, "models": self.entries}, indent=1, sort_keys=True)
-        fd, tmp = tempfile.mkstemp(prefix=".memory_learned.", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w") as stream:
-                stream.write(body)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_atomic(self.path, body, mode=0o600)
 
 
 # --- per model -------------------------------------------------------------------------

@@ -177,37 +177,34 @@ class HubMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self._models: dict[str, ModelMetrics] = {}
         reg = self.registry
-        ns = NAMESPACE
         self.requests = Counter(
             "requests",
             "HTTP requests answered, by model, endpoint and status class.",
             ("model", "endpoint", "status"),
-            namespace=ns,
+            namespace=NAMESPACE,
             registry=reg,
         )
-        self.request_duration = Histogram(
+        by_endpoint = ("model", "endpoint")
+        self.request_duration = _histogram(
             "request_duration_seconds",
             "Time from the request's arrival to its last byte.",
-            ("model", "endpoint"),
-            namespace=ns,
-            registry=reg,
-            buckets=REQUEST_BUCKETS,
+            by_endpoint,
+            REQUEST_BUCKETS,
+            reg,
         )
-        self.ttfb = Histogram(
+        self.ttfb = _histogram(
             "time_to_first_byte_seconds",
             "Time from the request's arrival to the worker's first response byte.",
-            ("model", "endpoint"),
-            namespace=ns,
-            registry=reg,
-            buckets=REQUEST_BUCKETS,
+            by_endpoint,
+            REQUEST_BUCKETS,
+            reg,
         )
-        self.queue_wait = Histogram(
+        self.queue_wait = _histogram(
             "queue_wait_seconds",
             "Time a request waited for a slot and for its model to load.",
             ("model",),
-            namespace=ns,
-            registry=reg,
-            buckets=QUEUE_BUCKETS,
+            QUEUE_BUCKETS,
+            reg,
         )
         self.prompt_tokens = _model_counter("prompt_tokens", "Prompt tokens (worker usage).", reg)
         self.completion_tokens = _model_counter(
@@ -220,13 +217,12 @@ class HubMetrics:
             "model_evictions", "Unloads to make room for another model.", reg
         )
         self.crashes = _model_counter("model_crashes", "Workers that exited on their own.", reg)
-        self.load_duration = Histogram(
+        self.load_duration = _histogram(
             "model_load_duration_seconds",
             "Time from a load's start until the worker was ready.",
             ("model",),
-            namespace=ns,
-            registry=reg,
-            buckets=LOAD_BUCKETS,
+            LOAD_BUCKETS,
+            reg,
         )
         self._live = _LiveCollector(live or (lambda: ()))
         self._render_lock = threading.Lock()
@@ -292,6 +288,16 @@ class HubMetrics:
 
 def _model_counter(name: str, doc: str, registry: CollectorRegistry) -> Counter:
     return Counter(name, doc, ("model",), namespace=NAMESPACE, registry=registry)
+
+
+def _histogram(
+    name: str,
+    doc: str,
+    labels: tuple[str, ...],
+    buckets: tuple[float, ...],
+    registry: CollectorRegistry,
+) -> Histogram:
+    return Histogram(name, doc, labels, namespace=NAMESPACE, registry=registry, buckets=buckets)
 
 
 class _LiveCollector(Collector):

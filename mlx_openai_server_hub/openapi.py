@@ -21,10 +21,10 @@ OPENAPI_PATH = "/hub/openapi.json"
 
 # Who may call a route: names of `components.securitySchemes`; [] means open.
 OPEN: list[dict[str, list[str]]] = []
-CONTROL = [{"controlToken": []}, {"pageSession": []}]
+CONTROL: list[dict[str, list[str]]] = [{"controlToken": []}, {"pageSession": []}]
 # `/v1` is open unless `api_keys` is set: either no credential or an API key.
-API = [{}, {"apiKey": []}]
-METRICS = [{"controlToken": []}, {}]
+API: list[dict[str, list[str]]] = [{}, {"apiKey": []}]
+METRICS: list[dict[str, list[str]]] = [{"controlToken": []}, {}]
 
 _SECURITY_SCHEMES = {
     "controlToken": {
@@ -80,6 +80,31 @@ class Operation:
     produces: str = "application/json"
 
 
+def _page(
+    method: str,
+    path: str,
+    summary: str,
+    security: list[dict[str, list[str]]],
+    *,
+    produces: str = "text/html",
+    **more: Any,
+) -> Operation:
+    """A route of the status page: HTML unless `produces` says otherwise."""
+    return Operation(method, path, summary, "page", security, produces=produces, **more)
+
+
+def _control_post(path: str, summary: str) -> Operation:
+    """A control-token POST taking a JSON body."""
+    return Operation("POST", path, summary, "control", CONTROL, body="json")
+
+
+def _forwarded(path: str, body: str) -> Operation:
+    """A `/v1` POST the hub forwards to the worker of the model its body names."""
+    return Operation(
+        "POST", path, "Forwarded to the named model's worker", "openai", API, body=body
+    )
+
+
 def _ops() -> list[Operation]:
     ops = [
         Operation("GET", "/health", "Liveness of the hub", "hub", OPEN),
@@ -92,45 +117,28 @@ def _ops() -> list[Operation]:
             METRICS,
             produces="text/plain",
         ),
-        Operation(
-            "GET", "/hub", "The status page (or its login form)", "page", OPEN, produces="text/html"
-        ),
-        Operation(
+        _page("GET", "/hub", "The status page (or its login form)", OPEN),
+        _page(
             "GET",
             "/hub/login",
             "Trade `?token=` for a page session",
-            "page",
             OPEN,
             query=(("token", "string", "The control token", False),),
-            produces="text/html",
         ),
-        Operation(
-            "POST",
-            "/hub/login",
-            "Trade the login form's token for a session",
-            "page",
-            OPEN,
-            body="form",
-            produces="text/html",
+        _page(
+            "POST", "/hub/login", "Trade the login form's token for a session", OPEN, body="form"
         ),
-        Operation(
-            "POST", "/hub/logout", "End the page session", "page", CONTROL, produces="text/html"
-        ),
-        Operation(
+        _page("POST", "/hub/logout", "End the page session", CONTROL),
+        _page(
             "GET",
             "/hub/static/{filename}",
             "The page's script and styles",
-            "page",
             OPEN,
             produces="text/plain",
         ),
         Operation("GET", "/hub/status", "Every model's live state", "control", CONTROL),
-        Operation(
-            "POST", "/hub/reload", "Re-read hub.yaml and reconcile", "control", CONTROL, body="json"
-        ),
-        Operation(
-            "POST", "/hub/shutdown", "Stop every worker and exit", "control", CONTROL, body="json"
-        ),
+        _control_post("/hub/reload", "Re-read hub.yaml and reconcile"),
+        _control_post("/hub/shutdown", "Stop every worker and exit"),
         Operation(
             "GET",
             "/hub/logs",
@@ -150,77 +158,51 @@ def _ops() -> list[Operation]:
             ),
             produces="text/plain",
         ),
-        Operation(
+        _page(
             "GET",
             "/hub/logs/view",
             "A live view of a log in the browser",
-            "page",
             CONTROL,
             query=(("model", "string", "A model name; omitted: the hub's log", False),),
-            produces="text/html",
         ),
     ]
-    for action in ("start", "stop", "reload"):
-        ops.append(
-            Operation(
-                "POST",
-                f"/hub/service/{action}",
-                f"Service {action} (page shape)",
-                "control",
-                CONTROL,
-                body="json",
-            )
+    ops += [
+        _control_post(f"/hub/service/{action}", f"Service {action} (page shape)")
+        for action in ("start", "stop", "reload")
+    ]
+    ops += [
+        _control_post(
+            f"/hub/models/{{name}}/{action}", f"{action.title()} a model; answers when done"
         )
-    for action in ("start", "stop", "load", "unload"):
-        ops.append(
-            Operation(
-                "POST",
-                f"/hub/models/{{name}}/{action}",
-                f"{action.title()} a model; answers when done",
-                "control",
-                CONTROL,
-                body="json",
-            )
+        for action in ("start", "stop", "load", "unload")
+    ]
+    ops += [
+        _control_post(f"/hub/models/{{name}}/vram/{action}", f"Same as {action}")
+        for action in ("load", "unload")
+    ]
+    ops.append(
+        Operation(
+            "POST",
+            "/hub/models/{name}/pull",
+            "Download the model's snapshot without loading it (progress in its status)",
+            "control",
+            CONTROL,
+            query=(("wait", "string", "1: answer when the download has finished", False),),
         )
-    for action in ("load", "unload"):
-        ops.append(
-            Operation(
-                "POST",
-                f"/hub/models/{{name}}/vram/{action}",
-                f"Same as {action}",
-                "control",
-                CONTROL,
-                body="json",
-            )
+    )
+    ops += [
+        _forwarded(path, "model-json")
+        for path in (
+            "/v1/chat/completions",
+            "/v1/completions",
+            "/v1/responses",
+            "/v1/embeddings",
+            "/v1/images/generations",
         )
-    for path in (
-        "/v1/chat/completions",
-        "/v1/completions",
-        "/v1/responses",
-        "/v1/embeddings",
-        "/v1/images/generations",
-    ):
-        ops.append(
-            Operation(
-                "POST",
-                path,
-                "Forwarded to the named model's worker",
-                "openai",
-                API,
-                body="model-json",
-            )
-        )
-    for path in ("/v1/images/edits", "/v1/audio/transcriptions"):
-        ops.append(
-            Operation(
-                "POST",
-                path,
-                "Forwarded to the named model's worker",
-                "openai",
-                API,
-                body="multipart",
-            )
-        )
+    ]
+    ops += [
+        _forwarded(path, "multipart") for path in ("/v1/images/edits", "/v1/audio/transcriptions")
+    ]
     ops.append(Operation("GET", "/v1/models", "Started models, by hub name", "openai", API))
     ops.append(
         Operation(

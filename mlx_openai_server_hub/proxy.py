@@ -22,10 +22,11 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from .access_log import REQUEST_ID_HEADER, access_record, usage_from_json
 from .bodies import parse_json_object, read_within_idle_timeout
-from .controller import Target, WhileWaiting
 from .errors import HubError, error_body
 from .keys import SUPERVISOR_KEY
+from .model_state import Target, WhileWaiting
 from .states import MemoryState
+from .worker_shim import SECRET_HEADER, worker_headers
 
 logger = logging.getLogger("mlx_hub.proxy")
 
@@ -38,6 +39,7 @@ MODEL_REQUIRED = (
     "(or query parameter) to choose a registered model. Call /v1/models to list available names."
 )
 # Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus ours.
+_SECRET_HEADER = SECRET_HEADER.lower()
 _HOP_HEADERS = frozenset(
     {
         "connection",
@@ -82,8 +84,12 @@ async def _upstream_session(app: web.Application) -> Any:
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30)
     # No cookie jar: a proxy must not keep one client's cookies for the next, and
     # skipping the jar's per-request filtering and updating saves CPU on every request.
+    # Every request carries the hub's worker secret: a guarded worker refuses others.
     session = aiohttp.ClientSession(
-        connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
+        connector=connector,
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        headers=worker_headers(),
     )
     app[UPSTREAM_SESSION_KEY] = session
     yield
@@ -406,7 +412,8 @@ def _hop_headers(headers: CIMultiDictProxy[str]) -> frozenset[str]:
 
 def _forward_headers(request: web.Request) -> CIMultiDict[str]:
     # Content-Encoding too: aiohttp decompressed the body and the hub sends it re-encoded.
-    drop = _hop_headers(request.headers) | {"content-encoding"}
+    # And the worker secret's header: a client's own would replace the session's.
+    drop = _hop_headers(request.headers) | {"content-encoding", _SECRET_HEADER}
     return CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in drop)
 
 

@@ -81,9 +81,14 @@ def exit_code(results: Mapping[str, dict[str, Any] | None]) -> int:
         if status is None or status.get("state") != "done":
             kind = (status or {}).get("error_kind")
             codes.append(_EXIT_OF_KIND.get(str(kind), EXIT_FAILED))
+    return worst_exit(codes)
+
+
+def worst_exit(codes: Sequence[int]) -> int:
+    """The exit code that wins among several runs' codes (EXIT_OK for none)."""
     # Interrupted wins (the user asked), then "will not work", then transient.
-    order = [EXIT_INTERRUPTED, EXIT_OFFLINE, EXIT_NOT_FOUND, EXIT_FAILED, EXIT_OK]
-    return next(code for code in order if code in codes)
+    order = [EXIT_INTERRUPTED, EXIT_OFFLINE, EXIT_NOT_FOUND, EXIT_FAILED]
+    return next((code for code in order if code in codes), EXIT_OK)
 
 
 # --- formatting ------------------------------------------------------------------------
@@ -186,6 +191,7 @@ class ProgressView:
         self._write, self._draw, self._utf8, self._interval = write, draw, utf8, interval
         self._last_plain = 0.0
         self._reported: set[str] = set()
+        self._begun: set[str] = set()
 
     def update(self, statuses: Mapping[str, Mapping[str, Any] | None]) -> None:
         """Show the latest numbers; finished models get one final line each."""
@@ -200,7 +206,9 @@ class ProgressView:
             if status.get("state") in FINAL_STATES:
                 self._reported.add(label)
                 self._write(final_line(label, status))
-            elif periodic:
+            # Queued has no numbers yet; the first line comes as the transfer begins.
+            elif status.get("state") == "downloading" and (periodic or label not in self._begun):
+                self._begun.add(label)
                 self._write(plain_line(label, status))
         if periodic:
             self._last_plain = now

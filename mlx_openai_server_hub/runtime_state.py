@@ -23,9 +23,9 @@ from .process_group import group_started_since, signal_group
 
 
 def write_runtime(path: Path, state: RuntimeState) -> None:
-    """Write the file atomically (readers never see half a file)."""
+    """Write the file atomically (readers never see half a file), private (0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, runtime_to_json(state))
+    write_atomic(path, runtime_to_json(state), mode=0o600)
 
 
 def remove_runtime(path: Path, pid: int) -> None:

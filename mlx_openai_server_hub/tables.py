@@ -11,8 +11,14 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-STATUS_HEADERS = ("NAME", "STATE", "LOADED", "AUTO-UNLOAD", "TYPE", "GROUP", "DEFAULT", "MODEL")
-WATCH_HEADERS = ("NAME", "STATE", "PID", "GROUP", "UPTIME", "EXIT", "LOG")
+from .sizes import format_size
+
+# The reference's columns, with MEMORY added late so scripts reading the others by
+# position (and MODEL, the last) keep working.
+STATUS_HEADERS = (
+    "NAME", "STATE", "LOADED", "AUTO-UNLOAD", "TYPE", "GROUP", "DEFAULT", "MEMORY", "MODEL",
+)  # fmt: skip
+WATCH_HEADERS = ("NAME", "STATE", "PID", "GROUP", "UPTIME", "MEMORY", "EXIT", "LOG")
 INDENT = "  "
 
 
@@ -57,6 +63,28 @@ def state_cell(meta: dict[str, Any]) -> str:
     return state
 
 
+def memory_cell(meta: dict[str, Any]) -> str:
+    """MEMORY: the worker's measured footprint (`4.2 GB`), `-` when there is none, and
+    the requests waiting for the model when any (`4.2 GB, 3 queued`)."""
+    size = meta.get("memory_bytes")
+    parts = [format_size(size)] if isinstance(size, int | float) and size > 0 else []
+    queued = meta.get("queued_requests")
+    if isinstance(queued, int) and queued > 0:
+        parts.append(f"{queued} queued")
+    return ", ".join(parts) or "-"
+
+
+def memory_summary(snapshot: dict[str, Any] | None) -> str | None:
+    """`Memory: used 12.0 GB / budget 24.0 GB` (or `... (no budget)`) from /hub/status;
+    None when the snapshot says nothing about memory (no hub, or an older one)."""
+    memory = (snapshot or {}).get("memory")
+    if not isinstance(memory, dict) or not isinstance(memory.get("used_bytes"), int | float):
+        return None
+    line = f"Memory: used {format_size(memory['used_bytes'])}"
+    budget = memory.get("budget_bytes")
+    return line + (f" / budget {format_size(budget)}" if budget is not None else " (no budget)")
+
+
 def status_row(name: str, meta: dict[str, Any], fallback: Any = None) -> list[str]:
     """One status-table row from live metadata, using config values for missing keys.
 
@@ -78,6 +106,7 @@ def status_row(name: str, meta: dict[str, Any], fallback: Any = None) -> list[st
         str(pick("model_type") or "-"),
         str(group) if group else "-",
         "✓" if pick("default") else "-",
+        memory_cell(meta),
         str(pick("model_path") or "-"),
     ]
 
@@ -134,6 +163,7 @@ def watch_row(entry: dict[str, Any], now: float) -> list[str]:
         str(meta.get("pid") or "-"),
         str(meta.get("group") or "-"),
         format_uptime(uptime),
+        memory_cell(meta),
         "-" if exit_code in (None, 0) else str(exit_code),
         os.path.basename(str(log_path)) if log_path else "-",
     ]
@@ -153,7 +183,8 @@ def watch_counts(models: Sequence[dict[str, Any]]) -> dict[str, int]:
 
 
 def watch_frame(snapshot: dict[str, Any], now: float | None = None) -> list[str]:
-    """The summary line and the table for one /hub/status snapshot."""
+    """The summary line, the memory line (when the hub reports memory) and the table for
+    one /hub/status snapshot."""
     now = time.time() if now is None else now
     models = [e for e in snapshot.get("models") or () if isinstance(e, dict)]
     stamp = snapshot.get("timestamp")
@@ -163,7 +194,9 @@ def watch_frame(snapshot: dict[str, Any], now: float | None = None) -> list[str]
         f"[{time.strftime('%Y-%m-%d %H:%M:%S', when)}] models={counts['models']} "
         f"running={counts['running']} stopped={counts['stopped']} failed={counts['failed']}"
     )
+    memory = memory_summary(snapshot)
+    head = [summary] if memory is None else [summary, memory]
     if not models:
-        return [summary, INDENT + "(no managed processes)"]
+        return [*head, INDENT + "(no managed processes)"]
     rows = [watch_row(e, now) for e in sorted(models, key=lambda e: str(e.get("id")))]
-    return [summary, *render_table(WATCH_HEADERS, rows)]
+    return [*head, *render_table(WATCH_HEADERS, rows)]

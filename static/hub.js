@@ -36,12 +36,19 @@
   const BUSY_PROCESS = new Set(['starting', 'stopping']);
   const BUSY_MEMORY = new Set(['loading', 'unloading']);
   const WILDCARD_HOSTS = new Set(['0.0.0.0', '::', '[::]']);
+  // Download states that are still going (the memory cell shows their progress).
+  const DOWNLOAD_ACTIVE = new Set(['queued', 'downloading']);
+  // Binary units, as the hub's sizes.format_size: GB = 2^30 bytes.
+  const SIZE_UNITS = ['B', 'KB', 'MB', 'GB', 'TB'];
 
   const byId = (id) => document.getElementById(id);
   const els = {
     pill: byId('status-pill'),
     started: byId('started-counts'),
     loaded: byId('counts'),
+    memory: byId('memory-summary'),
+    memoryBar: byId('memory-bar'),
+    memoryText: byId('memory-text'),
     updated: byId('updated-at'),
     url: byId('openai-url'),
     controls: byId('controls'),
@@ -87,6 +94,41 @@
     const date = new Date(Number(epochSeconds) * 1000);
     if (Number.isNaN(date.getTime())) return '—';
     return timeFormat ? timeFormat.format(date) : date.toLocaleTimeString();
+  }
+
+  function isCount(value) {
+    return value !== null && value !== undefined && value !== '' && Number.isFinite(Number(value));
+  }
+
+  // The unit a byte count is shown in: "B" and "KB" whole, the others with one decimal.
+  function sizeUnit(count) {
+    let index = 0;
+    while (index < SIZE_UNITS.length - 1 && Math.abs(count) >= 1024 ** (index + 1)) index += 1;
+    return index;
+  }
+
+  function sizeIn(count, index) {
+    return (count / 1024 ** index).toFixed(index < 2 ? 0 : 1);
+  }
+
+  /** "4.2 GB", "800.0 MB", "512 B"; null for a missing count. */
+  function formatSize(count) {
+    if (!isCount(count)) return null;
+    const index = sizeUnit(Number(count));
+    return `${sizeIn(Number(count), index)} ${SIZE_UNITS[index]}`;
+  }
+
+  /** "6.1/14.2 GB": the done part in the unit of the total. */
+  function formatSizePair(done, total) {
+    const index = sizeUnit(Number(total));
+    return `${sizeIn(Number(done), index)}/${sizeIn(Number(total), index)} ${SIZE_UNITS[index]}`;
+  }
+
+  /** A share 0–1 as a whole percent, held in 0–100; null when unknown. */
+  function percentOf(share) {
+    if (!isCount(share)) return null;
+    // The epsilon keeps 0.29 at 29 % (0.29 * 100 is 28.999… in binary).
+    return Math.max(0, Math.min(100, Math.floor(Number(share) * 100 + 1e-9)));
   }
 
   function isLoopbackName(name) {
@@ -181,6 +223,23 @@
     els.loaded.textContent = `${counts.loaded ?? 0} / ${registered} loaded`;
     els.updated.textContent = formatTime(data.timestamp);
     els.url.textContent = openaiUrl(data.host, data.port);
+    renderMemorySummary(data.memory);
+  }
+
+  // "used / budget" (or used / the machine's total without a budget) as a bar.
+  function renderMemorySummary(memory) {
+    const { used_bytes: used, budget_bytes: budget, system_total_bytes: total } = memory || {};
+    const limit = isCount(budget) ? Number(budget) : Number(total);
+    if (!isCount(used) || !(limit > 0)) {
+      els.memory.hidden = true;
+      return;
+    }
+    const percent = percentOf(Number(used) / limit);
+    const text = `${formatSize(used)} / ${formatSize(limit)} ${isCount(budget) ? 'budget' : 'system'}`;
+    setProgress(els.memoryBar, percent, `Memory used: ${text}`);
+    els.memoryBar.classList.toggle('progress--full', Number(used) >= limit);
+    els.memoryText.textContent = text;
+    els.memory.hidden = false;
   }
 
   function renderWarnings(data) {
@@ -220,17 +279,72 @@
     return text;
   }
 
+  // A bar's fill and its ARIA value; `percent` null: an indeterminate bar.
+  function setProgress(bar, percent, label) {
+    bar.classList.toggle('progress--indeterminate', percent === null);
+    if (percent === null) bar.removeAttribute('aria-valuenow');
+    else bar.setAttribute('aria-valuenow', String(percent));
+    bar.setAttribute('aria-label', label);
+    bar.firstElementChild.style.width = percent === null ? '' : `${percent}%`;
+  }
+
+  function progressBar(percent, label) {
+    const bar = el('div', 'progress');
+    bar.setAttribute('role', 'progressbar');
+    bar.setAttribute('aria-valuemin', '0');
+    bar.setAttribute('aria-valuemax', '100');
+    bar.append(el('div', 'progress__fill'));
+    setProgress(bar, percent, label);
+    return bar;
+  }
+
+  // "DOWNLOADING 43 % • 6.1/14.2 GB" while the model's snapshot is fetched, else null.
+  function downloadProgress(download) {
+    if (!download || !DOWNLOAD_ACTIVE.has(String(download.state))) return null;
+    if (download.state === 'queued') return { text: 'DOWNLOAD QUEUED', percent: null };
+    const total = isCount(download.bytes_total) ? Number(download.bytes_total) : 0;
+    const done = isCount(download.bytes_done) ? Number(download.bytes_done) : 0;
+    if (!total) return { text: `DOWNLOADING • ${formatSize(done)}`, percent: null };
+    const percent = percentOf(done / total);
+    return { text: `DOWNLOADING ${percent} % • ${formatSizePair(done, total)}`, percent };
+  }
+
+  // "LOADING 70 %", or "LOADING 12 s" while the model's size is not known.
+  function loadProgress(meta) {
+    const percent = percentOf(meta.load_progress);
+    if (percent !== null) return { text: `LOADING ${percent} %`, percent };
+    if (isCount(meta.load_elapsed_s)) {
+      return { text: `LOADING ${Math.floor(Number(meta.load_elapsed_s))} s`, percent: null };
+    }
+    return null;
+  }
+
   function memoryCell(meta, pstate, mstate) {
     const td = el('td', 'cell-memory');
-    if (MEMORY_PROCESS.has(pstate)) {
-      let text = mstate.toUpperCase();
-      if (meta.memory_last_transition_at) text += ` • ${formatTime(meta.memory_last_transition_at)}`;
-      td.append(el('div', 'memory-state', text));
+    const queued = Number(meta.queued_requests) > 0 ? [`${meta.queued_requests} queued`] : [];
+    const progress =
+      downloadProgress(meta.download) ||
+      (MEMORY_PROCESS.has(pstate) && mstate === 'loading' ? loadProgress(meta) : null);
+    if (progress) {
+      td.append(
+        el('div', 'memory-state', [progress.text, ...queued].join(' • ')),
+        progressBar(progress.percent, progress.text),
+      );
+    } else if (MEMORY_PROCESS.has(pstate)) {
+      const parts = [mstate.toUpperCase()];
+      const size = mstate === 'loaded' ? formatSize(meta.memory_bytes) : null;
+      if (size) parts.push(size);
+      if (meta.memory_last_transition_at) parts.push(formatTime(meta.memory_last_transition_at));
+      td.append(el('div', 'memory-state', [...parts, ...queued].join(' • ')));
     } else {
       td.append(el('div', '', '—'));
     }
-    if (meta.memory_last_error && pstate !== 'stopped') {
-      const error = el('div', 'cell-error', `Error: ${meta.memory_last_error}`);
+    const download = meta.download || {};
+    const failure =
+      meta.memory_last_error ||
+      (download.state === 'failed' && download.error ? `download failed: ${download.error}` : null);
+    if (failure && pstate !== 'stopped') {
+      const error = el('div', 'cell-error', `Error: ${failure}`);
       error.title = error.textContent;
       td.append(error);
     }

@@ -28,7 +28,9 @@ from typing import Any
 
 from mlx_openai_server_hub.cli.fast_status import cmd_status, fast_status_args
 from mlx_openai_server_hub.cli.init import worker_python
+from mlx_openai_server_hub.cli.output import fail
 from mlx_openai_server_hub.cli.state import PROG_NAME, make_cli
+from mlx_openai_server_hub.contract import TokenError
 
 __all__ = ["main", "worker_python"]
 
@@ -55,6 +57,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         build_app()(args=args, prog_name=PROG_NAME)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+    except TokenError as exc:  # a short MLX_HUB_TOKEN, found where a command reads it
+        fail(str(exc))
     except BrokenPipeError:
         # `... | head`: the reader left; say nothing more and do not trace back.
         devnull = os.open(os.devnull, os.O_WRONLY)

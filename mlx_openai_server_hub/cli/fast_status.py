@@ -38,7 +38,8 @@ def print_status(
     *,
     with_status_page: bool = True,
 ) -> None:
-    """`Hub log path`, `Status page enabled` and the models table (filtered by `names`)."""
+    """`Hub log path`, `Status page enabled`, the models table (filtered by `names`) and,
+    from a live hub, the memory line."""
     echo(f"Hub log path: {cfg.log_path}")
     if with_status_page:
         echo(f"Status page enabled: {'yes' if cfg.enable_status_page else 'no'}")
@@ -52,6 +53,9 @@ def print_status(
     echo("Models:")
     for line in tables.render_table(tables.STATUS_HEADERS, [row for _, row in rows]):
         echo(line)
+    memory = tables.memory_summary(snapshot)
+    if memory is not None:
+        echo(memory)
 
 
 def cmd_status(cli: Cli, model_names: Sequence[str] | None) -> None:

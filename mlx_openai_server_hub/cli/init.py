@@ -81,11 +81,15 @@ def _demo_env(text: str) -> str:
 
 
 def _write_new(path: Path, text: str) -> None:
-    """Create `path` with `text`; refuse (exit 1) when it exists, even if created meanwhile."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Create `path` with `text`; refuse (exit 1) when it exists, even if created meanwhile.
+
+    The file is 0600 and a new folder 0700: hub.yaml may come to hold `api_keys`.
+    """
+    from mlx_openai_server_hub.atomic import write_atomic
+
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
-        with path.open("x", encoding="utf-8") as fh:
-            fh.write(text)
+        write_atomic(path, text, mode=0o600, exclusive=True)
     except FileExistsError:
         fail(f"{path} already exists; not overwriting it")
 

@@ -1,16 +1,26 @@
-"""`logs`: print the end of the hub's or a model's log file, and follow it."""
+"""`logs`: print the end of the hub's or a model's log, and follow it.
 
-import os
+Through the hub's `GET /hub/logs` when a hub answers (so a hub on another
+machine works too: its host, port and token come as for every command), else
+straight from the log files on this machine.
+"""
+
+import codecs
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mlx_openai_server_hub.cli.output import fail
+from mlx_openai_server_hub.cli.output import echo, fail
 from mlx_openai_server_hub.cli.state import Cli
+from mlx_openai_server_hub.client import HubClientError, HubHTTPError, HubUnreachable
 
 if TYPE_CHECKING:
     from mlx_openai_server_hub.config import HubConfig
+
+# The most lines `/hub/logs` sends back (logs_api.MAX_LINES; the CLI does not import the
+# server's modules): `-n 0` (all) and larger counts ask for this many.
+HUB_MAX_LINES = 10_000
 
 
 def _log_file(cfg: "HubConfig", model: str | None) -> Path:
@@ -24,56 +34,75 @@ def _log_file(cfg: "HubConfig", model: str | None) -> Path:
     return Path(entry.log_file)
 
 
-def follow_file(path: Path, position: int, poll: float = 0.25) -> None:
-    """Print what is appended to `path`, across rotation and truncation, until Ctrl+C."""
-    fh = None
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def print_file(path: Path, follow: bool, lines: int) -> None:
+    """The last `lines` lines of `path` (0: all), then with `follow` what is appended,
+    across rotation and truncation, until Ctrl+C."""
+    if not follow:
+        try:
+            path.open("rb").close()
+        except FileNotFoundError:
+            fail(f"No log file yet: {path}")
+        except OSError as exc:
+            fail(f"Cannot read {path}: {exc}")
+    # Imported here: it brings asyncio (15 ms), which no other command needs.
+    from mlx_openai_server_hub.log_follow import POLL_SECONDS, FileFollower
+
+    follower = FileFollower(path)
+    # A chunk may end inside a multi-byte character: decode across chunks.
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     try:
+        if lines:
+            tail = follower.last_lines(lines)
+            rest = follower.read_new()  # a last line still being written, if any
+            if rest and len(tail) == lines:
+                tail = tail[1:]  # which counts as one of the `lines`
+            _write(decoder.decode(b"".join(tail) + rest))
+        # After the last lines (or from the start for all): the rest, then what follows.
         while True:
-            if fh is None:
-                try:
-                    fh = path.open("rb")
-                    fh.seek(position)
-                except OSError:
-                    fh = None
-            if fh is not None:
-                chunk = fh.read()
-                if chunk:
-                    sys.stdout.write(chunk.decode("utf-8", errors="replace"))
-                    sys.stdout.flush()
-                    continue
-                try:
-                    current = path.stat()
-                except OSError:
-                    current = None
-                # Rotated away (new inode) or truncated: start over on the new file.
-                if current is None or current.st_ino != os.fstat(fh.fileno()).st_ino:
-                    fh.close()
-                    fh, position = None, 0
-                elif current.st_size < fh.tell():
-                    fh.seek(0)
-            time.sleep(poll)
+            data = follower.read_new()
+            if data:
+                _write(decoder.decode(data))
+            elif not follow:
+                return
+            else:
+                time.sleep(POLL_SECONDS)
     except KeyboardInterrupt:
         pass
     finally:
-        if fh is not None:
-            fh.close()
+        follower.close()
+
+
+def _print_from_hub(cli: Cli, model: str | None, follow: bool, lines: int) -> bool:
+    """Print the log through the hub; False when no hub answers (nothing was printed)."""
+    client = cli.client()
+    count = HUB_MAX_LINES if lines == 0 else min(lines, HUB_MAX_LINES)
+    try:
+        if not follow:
+            _write(client.log_tail(model, count))
+            return True
+        events = client.follow_log(model, count)
+    except HubUnreachable:
+        return False
+    except HubHTTPError as exc:
+        fail(exc.message)
+    try:
+        for line in events:
+            _write(line + "\n")
+    except KeyboardInterrupt:
+        return True
+    except HubClientError as exc:
+        fail(f"Lost the log stream: {exc}")
+    echo("The hub ended the log stream (it is shutting down).", err=True)
+    return True
 
 
 def cmd_logs(cli: Cli, model: str | None, follow: bool, lines: int) -> None:
     """Print the end of the hub's (or a model's) log, and follow it with -f."""
-    path = _log_file(cli.config(), model)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        if not follow:
-            fail(f"No log file yet: {path}")
-        data = b""
-    except OSError as exc:
-        fail(f"Cannot read {path}: {exc}")
-    text = data.decode("utf-8", errors="replace")
-    if lines:
-        text = "".join(text.splitlines(keepends=True)[-lines:])
-    sys.stdout.write(text)
-    sys.stdout.flush()
-    if follow:
-        follow_file(path, len(data))
+    cfg = cli.config()
+    if not _print_from_hub(cli, model, follow, lines):
+        print_file(_log_file(cfg, model), follow, lines)

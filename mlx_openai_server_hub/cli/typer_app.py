@@ -20,6 +20,7 @@ from mlx_openai_server_hub.cli.init import cmd_init
 from mlx_openai_server_hub.cli.logs import cmd_logs
 from mlx_openai_server_hub.cli.output import echo
 from mlx_openai_server_hub.cli.progress import clean_names
+from mlx_openai_server_hub.cli.pull_cmd import cmd_pull
 from mlx_openai_server_hub.cli.service_cmds import (
     cmd_service_install,
     cmd_service_status,
@@ -148,6 +149,23 @@ def build_app() -> "typer.Typer":
         ctx: typer.Context, model_names: Annotated[list[str], model_names_arg]
     ) -> None:
         cmd_memory_action(state(ctx), model_names, "unload")
+
+    @app.command(
+        cls=ModelsCommand,
+        help="Download models (hub.yaml names or Hugging Face repo ids) without loading them",
+    )
+    def pull(
+        ctx: typer.Context,
+        targets: Annotated[
+            list[str],
+            typer.Argument(
+                help="Model names from hub.yaml, or repo ids (org/name)",
+                metavar="NAME|REPO...",
+                show_default=False,
+            ),
+        ],
+    ) -> None:
+        cmd_pull(state(ctx), clean_names(targets))
 
     @app.command(help="Continuously print live hub manager status")
     def watch(

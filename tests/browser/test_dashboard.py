@@ -25,6 +25,7 @@ import yaml
 from playwright.sync_api import Browser, Locator, Page, Request, expect
 
 from tests.conftest import Hub, HubFactory, fake_model
+from tests.support.hubs import cached_snapshots
 
 from .conftest import PHONE, BrowserLauncher, PageFactory
 
@@ -33,6 +34,8 @@ pytestmark = pytest.mark.browser
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO / "docs" / "status-page.png"
 TIME = r"\d{2}:\d{2}:\d{2}(?: [AP]M)?"
+SIZE = r"\d+(?:\.\d)? (?:B|KB|MB|GB|TB)"  # as sizes.format_size writes it
+GB = 2**30
 SESSION_COOKIE = "mlx_hub_session"
 
 # ------------------------------------------------------------------ helpers
@@ -159,9 +162,10 @@ STATE_MODELS = [
 
 
 @pytest.fixture
-def state_hub(hub_factory: HubFactory) -> Hub:
+def state_hub(hub_factory: HubFactory, tmp_path: Path) -> Hub:
     """A hub with one model in each state: running+loaded, JIT unloaded, stopped, failed."""
-    hub = hub_factory(STATE_MODELS, groups=[{"name": "big", "max_loaded": 2}])
+    env = cached_snapshots(tmp_path / "hf-cache", [m["model_path"] for m in STATE_MODELS])
+    hub = hub_factory(STATE_MODELS, env=env, groups=[{"name": "big", "max_loaded": 2}])
     wait_model(hub, "qwen3-30b", lambda m: m["process_state"] == "running")  # default: true
     for name, action, expected in (
         ("qwen3-30b", "load", 200),
@@ -190,6 +194,8 @@ def test_rows_show_each_state(state_hub: Hub, open_page: PageFactory, tmp_path: 
     expect(page.locator("#updated-at")).to_have_text(re.compile(f"^{TIME}$"))
     expect(page.locator("#openai-url")).to_have_text(f"http://127.0.0.1:{state_hub.port}/v1")
     expect(page.locator("#warnings")).to_be_hidden()
+    # No memory_budget: what the models use, against the machine's memory.
+    expect(page.locator("#memory-text")).to_have_text(re.compile(f"^{SIZE} / {SIZE} system$"))
     headers = page.locator("thead th").all_text_contents()
     assert headers == [
         "Name", "Process", "Memory", "Auto-Unload", "Type", "Group", "Default", "Model",
@@ -200,7 +206,9 @@ def test_rows_show_each_state(state_hub: Hub, open_page: PageFactory, tmp_path: 
     expect(loaded.locator(".cell-process")).to_have_text(
         re.compile(r"^RUNNING • PID \d+ • PORT \d+$")
     )
-    expect(loaded.locator(".cell-memory")).to_have_text(re.compile(f"^LOADED • {TIME}$"))
+    expect(loaded.locator(".cell-memory")).to_have_text(
+        re.compile(f"^LOADED • {SIZE} • {TIME}$")  # the worker's measured footprint
+    )
     expect(loaded.locator(".cell-auto-unload")).to_have_text(
         re.compile(f"^30 min · unloads {TIME}$")
     )
@@ -309,11 +317,14 @@ def test_load_then_unload_send_one_request_each(state_hub: Hub, open_page: PageF
     expect(memory_button).to_be_disabled()
     expect(process_button).to_be_disabled()
     page.locator(".refresh-btn").click()
-    expect(model.locator(".cell-memory")).to_have_text(re.compile(f"^LOADING • {TIME}$"))
+    # The share of its size in memory, the seconds so far, or (not sized yet) the time.
+    expect(model.locator(".cell-memory")).to_have_text(
+        re.compile(f"^LOADING (?:\\d+ %|\\d+ s|• {TIME})$")
+    )
     expect(memory_button).to_have_text("Loading…")
 
     expect(model.locator(".cell-memory")).to_have_text(
-        re.compile(f"^LOADED • {TIME}$"), timeout=20_000
+        re.compile(f"^LOADED (?:• {SIZE} )?• {TIME}$"), timeout=20_000
     )
     expect(model.locator(".cell-process")).to_have_text(
         re.compile(r"^RUNNING • PID \d+ • PORT \d+$")
@@ -503,6 +514,114 @@ def test_remote_browser_login_flow(
     page.locator('[data-service-action="reload"]').click()
     expect(page.locator("#flash-banner")).to_have_text("Hub configuration reloaded")
     assert post_paths(posts) == ["/hub/service/reload"]
+
+
+# ------------------------------------------------------------------ memory
+
+
+def test_memory_sizes_budget_bar_and_load_progress(
+    hub_factory: HubFactory, open_page: PageFactory
+) -> None:
+    """A loaded model's size, "used / budget" in the header, a slow load's percent."""
+    hub = hub_factory(
+        [
+            fake_model("alpha", default=True, memory="400MB"),
+            fake_model("slow", default=True, memory="400MB", env={"FAKE_START_DELAY": "60"}),
+        ],
+        memory_budget="1GB",
+    )
+    wait_model(hub, "alpha", lambda m: m["memory_state"] == "loaded" and m["memory_bytes"])
+    wait_model(hub, "slow", lambda m: m["load_progress"] is not None)
+    page = open_dashboard(open_page, hub)
+
+    memory = row(page, "alpha").locator(".cell-memory")
+    expect(memory).to_have_text(re.compile(f"^LOADED • {SIZE} • {TIME}$"))
+    expect(row(page, "alpha").locator(".progress")).to_have_count(0)
+
+    loading = row(page, "slow").locator(".cell-memory")
+    expect(loading).to_have_text(re.compile(r"^LOADING \d+ %$"))
+    # One read of both (a poll may redraw the row): the bar shows the percent of the text.
+    text, value = loading.evaluate(
+        "td => [td.textContent, td.querySelector('[role=progressbar]').ariaValueNow]"
+    )
+    assert text == f"LOADING {value} %"
+    # The buttons are as before: busy while the model starts and loads.
+    expect(row(page, "slow").locator("button")).to_have_text(["Starting…", "Loading…"])
+
+    expect(page.locator("#memory-summary")).to_be_visible()
+    expect(page.locator("#memory-text")).to_have_text(re.compile(f"^{SIZE} / 1.0 GB budget$"))
+    used = hub_status(hub)["memory"]["used_bytes"]
+    assert 0 < used <= GB
+    expect(page.locator("#memory-bar")).to_have_attribute("aria-valuenow", re.compile(r"^\d+$"))
+
+
+def _with_models(snapshot: dict[str, Any], extra: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """`snapshot` with copies of its first model under other names, metadata overridden."""
+    base = snapshot["models"][0]
+    for name, meta in extra.items():
+        snapshot["models"].append({**base, "id": name, "metadata": {**base["metadata"], **meta}})
+    return snapshot
+
+
+def test_download_and_unsized_load_and_queue_render(
+    hub_factory: HubFactory, open_page: PageFactory
+) -> None:
+    """States a fake worker cannot hold still, from a doctored /hub/status: a download
+    with its percent and sizes, a load of unknown size, queued requests, no budget."""
+    hub = hub_factory([fake_model("alpha", default=True)])
+    wait_model(hub, "alpha", lambda m: m["memory_state"] == "loaded")
+    download = {
+        "state": "downloading",
+        "bytes_done": int(6.1 * GB),
+        "bytes_total": int(14.2 * GB),
+        "files_done": 1,
+        "files_total": 3,
+        "rate_bytes_per_s": 50_000_000,
+        "eta_s": 170,
+        "error": None,
+        "error_kind": None,
+        "files": [],
+    }
+    extra = {
+        "dl": {"memory_state": "loading", "download": download},
+        "queued": {"download": {**download, "state": "queued"}},
+        "ld": {"memory_state": "loading", "load_progress": None, "load_elapsed_s": 12.4},
+        "busy": {"memory_bytes": int(4.2 * GB), "queued_requests": 3},
+        "broken": {
+            "download": {**download, "state": "failed", "error": "HTTP 404"},
+            "memory_state": "unloaded",
+        },
+    }
+    memory = {"budget_bytes": None, "used_bytes": int(4.2 * GB), "system_total_bytes": 16 * GB}
+
+    def doctor(route: Any) -> None:
+        reply = route.fetch()
+        snapshot = _with_models(reply.json(), extra)
+        snapshot["memory"] = {**snapshot["memory"], **memory}
+        route.fulfill(response=reply, json=snapshot)
+
+    page = open_page()
+    page.route("**/hub/status", doctor)
+    page.goto(f"{hub.url}/hub")
+
+    cell = row(page, "dl").locator(".cell-memory")
+    expect(cell).to_have_text("DOWNLOADING 42 % • 6.1/14.2 GB")
+    expect(cell.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "42")
+    expect(row(page, "queued").locator(".cell-memory")).to_have_text("DOWNLOAD QUEUED")
+    loading = row(page, "ld").locator(".cell-memory")
+    expect(loading).to_have_text("LOADING 12 s")
+    expect(loading.locator(".progress--indeterminate")).to_have_count(1)
+    assert not loading.get_by_role("progressbar").evaluate("el => el.hasAttribute('aria-valuenow')")
+    expect(row(page, "busy").locator(".cell-memory")).to_have_text(
+        re.compile(f"^LOADED • 4.2 GB • {TIME} • 3 queued$")
+    )
+    expect(row(page, "broken").locator(".cell-error")).to_have_text(
+        "Error: download failed: HTTP 404"
+    )
+    expect(page.locator("#memory-text")).to_have_text("4.2 GB / 16.0 GB system")
+    expect(page.locator("#memory-bar")).to_have_attribute("aria-valuenow", "26")
+    headers = page.locator("thead th").all_text_contents()
+    assert len(headers) == 9  # no new columns
 
 
 def test_status_page_can_be_disabled(hub_factory: HubFactory) -> None:

@@ -203,7 +203,7 @@ def test_the_token_file_is_found_and_a_wrong_token_is_reported(hub_factory: HubF
     assert token_file.exists()  # the hub made it; the CLI read it
     assert "[warn]" not in result.stdout
 
-    result = cli(hub, "status", env={**env, "MLX_HUB_TOKEN": "wrong"})
+    result = cli(hub, "status", env={**env, "MLX_HUB_TOKEN": "wrong-token-0123456789"})
     assert result.returncode == 0
     assert result.stdout.startswith("[warn] Unable to fetch live status: Daemon responded 401: ")
     assert table(result.stdout)["alpha"][1] == "inactive"
@@ -358,7 +358,8 @@ def test_watch_shows_real_rows(hub_factory: HubFactory):
     rows = table(result.stdout)
     assert rows["alpha"][:4] == ["alpha", "RUNNING", str(meta["pid"]), "-"]
     assert re.fullmatch(r"\d+s|\d+m\d\ds", rows["alpha"][4])
-    assert rows["alpha"][5:] == ["-", "alpha.log"]
+    assert re.fullmatch(r"\d+(\.\d)? [KMGT]?B|-", rows["alpha"][5])  # MEMORY
+    assert rows["alpha"][6:] == ["-", "alpha.log"]
     assert rows["beta"][:6] == ["beta", "STOPPED", "-", "-", "-", "-"]
 
 
@@ -410,7 +411,7 @@ def test_progress_and_colours_on_a_terminal(hub_factory: HubFactory):
     )
     assert code == 0, out
     # The second snapshot moves the cursor back over the first instead of scrolling.
-    frame_lines = 4  # summary, header, divider, one row
+    frame_lines = 5  # summary, memory, header, divider, one row
     assert f"\x1b[{frame_lines}F" in out
     assert ANSI.sub("", out).count("models=1") == 2
 

@@ -74,12 +74,17 @@ def test_status_with_the_hub_down_prints_the_config_table(config: Path, tmp_path
         f"Hub log path: {tmp_path / 'logs'}",
         "Status page enabled: yes",
         "Models:",
-        "  NAME  | STATE    | LOADED | AUTO-UNLOAD | TYPE       | GROUP | DEFAULT | MODEL        ",
-        "  ------+----------+--------+-------------+------------+-------+---------+--------------",
-        "  alpha | inactive | no     | -           | lm         | -     | ✓       | /models/alpha",
-        "  beta  | inactive | no     | 5min        | lm         | g1    | -       | /models/beta ",
-        "  gamma | inactive | no     | -           | embeddings | -     | -       | org/gamma    ",
-    ]
+        "  NAME  | STATE    | LOADED | AUTO-UNLOAD | TYPE       | GROUP | DEFAULT | MEMORY "
+        "| MODEL        ",
+        "  ------+----------+--------+-------------+------------+-------+---------+--------"
+        "+--------------",
+        "  alpha | inactive | no     | -           | lm         | -     | ✓       | -      "
+        "| /models/alpha",
+        "  beta  | inactive | no     | 5min        | lm         | g1    | -       | -      "
+        "| /models/beta ",
+        "  gamma | inactive | no     | -           | embeddings | -     | -       | -      "
+        "| org/gamma    ",
+    ]  # no memory line: the hub is down
     assert not (tmp_path / "logs").exists()  # status creates nothing
 
 

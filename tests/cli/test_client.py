@@ -112,8 +112,8 @@ def test_token_comes_from_env_then_file(tmp_path: Path, monkeypatch: pytest.Monk
     assert read_token(token_file) is None
     token_file.write_text("from-file\n")
     assert read_token(token_file) == "from-file"
-    monkeypatch.setenv("MLX_HUB_TOKEN", "from-env")
-    assert read_token(token_file) == "from-env"
+    monkeypatch.setenv("MLX_HUB_TOKEN", "from-env-0123456789")
+    assert read_token(token_file) == "from-env-0123456789"
 
 
 def test_runtime_file_is_used_only_while_its_pid_lives(tmp_path: Path):

@@ -2,24 +2,28 @@
 
 A proxy on the same machine, another Unix user, huge login bodies, sessions that
 never end, unlimited login guesses, `Connection`-listed headers, world-readable
-logs. Each test fails on the hub before the fix.
+logs and state files, empty or short tokens. Each test fails on the hub before the fix.
 """
 
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import socket
 import stat
 import time
 import urllib.parse
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
 from mlx_openai_server_hub import proxy
-from mlx_openai_server_hub.auth import SESSION_COOKIE
+from mlx_openai_server_hub.auth import SESSION_COOKIE, Auth
+from mlx_openai_server_hub.memory import LearnedStore
+from tests.cli import cli_env, run_cli
 from tests.conftest import Hub, HubFactory, fake_model
 from tests.reliability import module_hub
 
@@ -246,3 +250,86 @@ def test_log_files_are_private(hub: Hub) -> None:
     assert {"hub.log", "a.log"} <= {p.name for p in files}, files
     for path in files:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_an_empty_token_file_gets_a_new_token_not_an_open_door(hub_factory: HubFactory) -> None:
+    """`hub.token` left empty by a crash or a full disk: `?token=` must not sign anyone in."""
+    hub = hub_factory([fake_model("a")], start=False, env={"MLX_HUB_TOKEN": ""})
+    token_file = hub.config_path.parent / "hub.token"
+    token_file.write_text("")
+    hub.start()
+    hub.wait_listening()
+    remote = {"Host": f"{socket.gethostname().lower()}:{hub.port}"}
+    status, text, headers = send(hub, "GET", "/hub/login?token=", remote)
+    assert "Set-Cookie" not in headers, (status, text[:200])
+    hub.token = token_file.read_text().strip()
+    assert len(hub.token) >= 32
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert send(hub, "GET", "/hub/status", hub.auth)[0] == 200
+    assert f"{token_file} was empty" in (hub.log_path / "hub.log").read_text()
+
+
+def test_a_short_token_file_or_env_token_stops_the_hub_with_the_reason(
+    hub_factory: HubFactory,
+) -> None:
+    """A token of a few characters is refused, naming where it came from; `start` says why."""
+    hub = hub_factory([fake_model("a")], start=False)
+    token_file = hub.config_path.parent / "hub.token"
+    token_file.write_text("abc\n")
+    result = run_cli("serve", config=hub.config_path, timeout=60)
+    assert result.returncode == 1, result.stdout
+    assert f"{token_file} holds a control token of 3 characters" in result.stderr
+    env = cli_env(MLX_HUB_TOKEN="short")
+    result = run_cli("start", config=hub.config_path, env=env, timeout=60)
+    assert result.returncode == 1, result.stdout
+    assert "MLX_HUB_TOKEN has 5 characters; a control token needs at least 16" in result.stderr
+    result = run_cli("reload", config=hub.config_path, env=env)
+    assert result.returncode == 1
+    assert result.stderr.startswith("Error: MLX_HUB_TOKEN has 5 characters"), result.stderr
+
+
+def test_an_empty_token_never_matches() -> None:
+    """Every token check refuses an empty value; no Auth can hold an empty token."""
+    auth = Auth("t" * 32, (), {"localhost"})
+    assert not auth.check_token("") and not auth.check_token(None)
+    with pytest.raises(ValueError, match="at least 16"):
+        Auth("", (), {"localhost"})
+
+
+def test_init_config_and_state_files_are_private(tmp_path: Path, hub: Hub) -> None:
+    """hub.yaml (it may hold api_keys) and the hub's JSON state files: 0600, new folders 0700."""
+    path = tmp_path / "new" / "hub.yaml"
+    result = run_cli("init", config=path)
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    status, text, _ = send(hub, "POST", "/hub/models/a/start", hub.auth)
+    assert status == 200, text
+    runtime = hub.log_path / "hub_runtime.json"
+    help_cache = hub.log_path / "launch_help_cache.json"
+    deadline = time.monotonic() + 20
+    while not (runtime.exists() and help_cache.exists()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for state_file in (runtime, help_cache):
+        assert stat.S_IMODE(state_file.stat().st_mode) == 0o600, state_file
+    store = LearnedStore(tmp_path / "memory_learned.json")
+    store.put("a", "print", 1024)
+    store.save()
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+
+
+def test_an_unknown_worker_command_runs_unguarded_with_a_warning(hub: Hub) -> None:
+    """The fake worker is no mlx-openai-server script: it runs as configured, and the
+    status says its port is open (the real workers' guard: tests/e2e/test_worker_guard.py)."""
+    status, text, _ = send(hub, "POST", "/hub/models/a/start", hub.auth)
+    assert status == 200, text
+    status, text, _ = send(hub, "GET", "/hub/status", hub.auth)
+    warnings = json.loads(text)["warnings"]
+    assert any("Model 'a'" in w and "worker port is not guarded" in w for w in warnings)
+    worker = next(m for m in json.loads(text)["models"] if m["id"] == "a")["metadata"]
+    conn = http.client.HTTPConnection("127.0.0.1", worker["port"], timeout=10)
+    try:
+        conn.request("GET", "/health")
+        assert conn.getresponse().status == 200  # reachable around the hub, as warned
+    finally:
+        conn.close()

@@ -124,7 +124,7 @@ def test_hostile_model_names_get_4xx_and_touch_nothing(hub: Hub) -> None:
             statuses[status] = statuses.get(status, 0) + 1
             assert 400 <= status < 500, (name[:50], path[:80], status, answer)
             if isinstance(answer, dict):
-                assert set(answer["error"]) == {"message", "type", "param", "code"}
+                assert set(answer["error"]) == {"message", "type", "param", "code", "request_id"}
             else:  # only the HTTP parser answers in plain text: a request line too long
                 assert status == 400 and len(path) > 8000, (path[:80], answer[:200])
     # Only the hub's own log and output may have grown; nothing else moved.

@@ -8,7 +8,7 @@ straight to the socket. Every answer must be:
   not started is legitimately unavailable; the message says how to start it). 502 and
   504 (worker unreachable / silent) cannot happen here: the only started worker is
   healthy and the fuzzer never sends the fake worker's fault fields (`fake_*`);
-- for an error, the OpenAI envelope `{"error": {"message", "type", "param", "code"}}`
+- for an error, the OpenAI envelope `{"error": {"message", "type", "param", "code", "request_id"}}`
   with `code` equal to the status. Two answers are HTML by design: the status page's
   login form (`GET /hub`, `/hub/login`: 401 for a visitor without a session) and the
   page itself. Bytes that are not HTTP at all never reach a route: aiohttp's parser
@@ -160,7 +160,7 @@ def check_answer(method: str, path: str, status: int, headers: dict[str, str], b
 def _envelope(status: int, headers: dict[str, str], body: bytes) -> dict[str, Any]:
     assert headers.get("content-type", "").startswith("application/json"), (status, body[:300])
     error = json.loads(body)["error"]
-    assert set(error) == {"message", "type", "param", "code"}, error
+    assert set(error) == {"message", "type", "param", "code", "request_id"}, error
     assert error["code"] == str(status) and isinstance(error["message"], str), error
     return dict(error)
 

@@ -108,7 +108,8 @@ def assert_reload_refused(hub: Hub, content: bytes) -> str:
     status, body = asyncio.run(hub.post("/hub/reload"))
     assert status == 400, (content[:200], body)
     error = body["error"]
-    assert set(error) == {"message", "type", "param", "code"} and error["code"] == "400"
+    assert set(error) == {"message", "type", "param", "code", "request_id"}
+    assert error["code"] == "400"
     message = error["message"]
     assert str(hub.config_path) in message, message
     assert "Traceback" not in message and len(message) < 4000, message[:500]

@@ -281,7 +281,8 @@ def test_the_token_never_appears_in_logs_or_answers(hub: Hub) -> None:
 def test_token_file_is_private_from_its_first_byte(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Created by open(O_CREAT | O_EXCL, 0o600), even under umask 000: never chmod-ed later."""
+    """Written to a file beside it made by open(O_CREAT | O_EXCL, 0o600), even under umask
+    000, then linked into place whole: never chmod-ed later, never seen half-written."""
     monkeypatch.delenv(auth_module.TOKEN_ENV_VAR, raising=False)
     calls: list[tuple[str, Any]] = []
     real_open = os.open
@@ -298,13 +299,15 @@ def test_token_file_is_private_from_its_first_byte(
     finally:
         os.umask(old_umask)
     path = tmp_path / "sub" / "hub.token"
-    [(kind, (opened, flags, mode))] = calls
-    assert kind == "open" and opened == str(path)
+    (kind, (opened, flags, mode)), *rest = calls
+    assert kind == "open" and Path(opened).parent == path.parent and opened != str(path)
     assert flags & os.O_CREAT and flags & os.O_EXCL and mode == 0o600
+    assert all(kind == "open" and not call[1] & os.O_CREAT for kind, call in rest), rest
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert path.read_text().strip() == token and len(token) >= 32
+    assert [p.name for p in path.parent.iterdir()] == ["hub.token"]  # no temporary left
     figure(
         "Security",
         "hub.token creation under umask 000",
-        "O_CREAT|O_EXCL with mode 0600: private from the first byte",
+        "O_CREAT|O_EXCL with mode 0600, linked whole: private from the first byte",
     )

@@ -233,6 +233,7 @@ def new_hub(
     folder.mkdir(parents=True, exist_ok=True)
     marker = uuid.uuid4().hex
     full_env = {**os.environ, "MLX_HUB_TOKEN": token, MARKER_ENV: marker}
+    full_env["MLX_HUB_ALLOW_UNGUARDED_WORKERS"] = "1"  # the fake worker cannot be guarded
     full_env.pop("MLX_HUB_CONFIG_PATH", None)
     full_env.update(env or {})
     hub = cls(folder / "hub.yaml", free_port(), marker, full_env, token)
@@ -248,3 +249,17 @@ async def _session(session: aiohttp.ClientSession | None) -> AsyncIterator[aioht
         return
     async with aiohttp.ClientSession() as own:
         yield own
+
+
+def cached_snapshots(cache: Path, repo_ids: list[str]) -> dict[str, str]:
+    """A Hugging Face cache at `cache` holding a (tiny) snapshot of each repo, and the
+    environment that points a hub at it, offline: repo-id models then load at once
+    instead of being downloaded first (the fake worker needs no real files)."""
+    commit = "0" * 40
+    for repo_id in repo_ids:
+        repo = cache / ("models--" + repo_id.replace("/", "--"))
+        (repo / "snapshots" / commit).mkdir(parents=True, exist_ok=True)
+        (repo / "snapshots" / commit / "config.json").write_text("{}")
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / "main").write_text(commit)
+    return {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}

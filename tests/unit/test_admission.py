@@ -275,3 +275,32 @@ async def test_hub_memory_admits_refuses_and_reports(tmp_path) -> None:
     assert top["safety_margin_bytes"] == GB and top["evictions"] == 1 and top["refusals"] == 1
     assert hub.summary() == "used 0 B / budget 10.0 GB"
     await hub.close()
+
+
+async def test_hub_memory_system_guard_reads_the_injected_reader(tmp_path) -> None:
+    from mlx_openai_server_hub.config import load_config_text
+    from mlx_openai_server_hub.hub_memory import HubMemory
+
+    config = load_config_text(
+        f"log_path: {tmp_path}\nmemory_safety_margin: 2GB\nmodels:\n"
+        "  - {name: m, model_path: /nowhere/m, memory: 4GB}\n",
+        tmp_path / "hub.yaml",
+    )
+    reading = SystemMemory(32 * GB, 5 * GB)  # no budget: only the guard can refuse
+
+    async def never_evict(name: str, reason: str) -> None:
+        raise AssertionError(f"nothing holds memory, yet {name} was evicted")
+
+    async def wait(timeout: float) -> None:
+        await asyncio.sleep(min(timeout, 0.05))
+
+    hub = HubMemory(config, list, never_evict, wait, system_reader=lambda: reading)
+    await hub.open()
+    with pytest.raises(MemoryRefused) as info:  # 5 - 4 < 2, and nothing will ever free
+        await hub.admit("m", deadline=time.monotonic() + 5)
+    assert "safety margin 2.0 GB" in info.value.message and "5.0 GB available" in info.value.message
+    assert hub.status()["refusals"] == 1 and hub.status()["system_available_bytes"] == 5 * GB
+    reading = SystemMemory(32 * GB, 7 * GB)  # another app quit: each admission reads afresh
+    with await hub.admit("m", deadline=None):
+        assert hub.status()["system_available_bytes"] == 7 * GB
+    await hub.close()

@@ -54,6 +54,8 @@ async def test_pull_downloads_snapshot_with_progress(
     fake_hub: FakeHub, manager: DownloadManager
 ) -> None:
     fake_hub.bytes_per_s = 500_000
+    assert manager.downloaded(REPO) is None, "not looked at yet: no disk read on the loop"
+    await manager.refresh_on_disk([(REPO, None, None)])
     assert manager.downloaded(REPO) is False
     progress = manager.start(REPO)
     seen: list[int] = []
@@ -115,6 +117,7 @@ async def test_failed_download_is_reported_and_next_try_skips_done_files(
     assert info.value.kind == "network"
     status = manager.status(REPO)
     assert status is not None and status["state"] == "failed" and "resumes" in status["error"]
+    await manager.refresh_on_disk([(REPO, None, None)])
     assert manager.downloaded(REPO) is False
     fake_hub.drop_after = None
     served_before = dict(fake_hub.bytes_served)
