@@ -332,6 +332,8 @@
       );
     } else if (MEMORY_PROCESS.has(pstate)) {
       const parts = [mstate.toUpperCase()];
+      // A warm standby: a worker with its imports done, ready to load in a second.
+      if (mstate === 'unloaded' && meta.standby) parts.push('standby');
       const size = mstate === 'loaded' ? formatSize(meta.memory_bytes) : null;
       if (size) parts.push(size);
       if (meta.memory_last_transition_at) parts.push(formatTime(meta.memory_last_transition_at));

@@ -13,20 +13,9 @@ import psutil
 import pytest
 
 from tests.conftest import HubFactory, fake_model
+from tests.support.hubs import chat, post_json
 
 CHAT = "/v1/chat/completions"
-
-
-def chat(model: str, **extra) -> dict:
-    return {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
-
-
-async def post_json(hub, payload: dict) -> tuple[int, dict]:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(hub.url + CHAT, json=payload) as resp,
-    ):
-        return resp.status, await resp.json(content_type=None)
 
 
 async def test_jit_model_is_started_unloaded_and_loads_once_for_40_requests(

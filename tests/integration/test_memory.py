@@ -10,23 +10,11 @@ import pytest
 
 from mlx_openai_server_hub.memory_estimate import RUNTIME_BASELINE_BYTES
 from tests.conftest import HubFactory, fake_model
+from tests.support.hubs import chat, post_json
 from tests.unit.test_memory import _fake_hf_cache, _write
 
-CHAT = "/v1/chat/completions"
 MB = 2**20
 HOLDING = ("loading", "loaded", "unloading")
-
-
-def chat(model: str, **extra: object) -> dict:
-    return {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
-
-
-async def post_json(hub, payload: dict) -> tuple[int, dict]:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(hub.url + CHAT, json=payload) as resp,
-    ):
-        return resp.status, await resp.json(content_type=None)
 
 
 def jit(name: str, memory: str | None = None, **extra: object) -> dict:

@@ -263,3 +263,17 @@ def cached_snapshots(cache: Path, repo_ids: list[str]) -> dict[str, str]:
         (repo / "refs").mkdir(exist_ok=True)
         (repo / "refs" / "main").write_text(commit)
     return {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+
+
+def chat(model: str, **extra: Any) -> dict[str, Any]:
+    """A one-message chat completion body for `model`."""
+    return {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
+
+
+async def post_json(hub: HubProcess, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """POST `payload` to the hub's chat completions: (status, JSON body)."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(hub.url + "/v1/chat/completions", json=payload) as resp,
+    ):
+        return resp.status, await resp.json(content_type=None)
