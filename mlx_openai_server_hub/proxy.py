@@ -336,7 +336,8 @@ class _LoadingStream:
         while True:
             await asyncio.sleep(HEARTBEAT_SECONDS)
             elapsed = int(time.monotonic() - started)
-            await response.write(f": loading {self.name} ({elapsed}s)\n\n".encode())
+            note = self.request.app[SUPERVISOR_KEY].wait_note(self.name)
+            await response.write(f": {note} ({elapsed}s)\n\n".encode())
 
 
 async def _stream(request: web.Request, name: str, body_for: Any) -> web.StreamResponse:

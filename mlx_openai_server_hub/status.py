@@ -32,15 +32,7 @@ def hub_status(
 ) -> dict[str, Any]:
     """The `/hub/status` document."""
     created = config_mtime(config)
-    models = []
-    for snap in snapshots:
-        entry = model_entry(snap, created)
-        memory_fields = memory.model_status(snap.config.name)
-        entry["metadata"].update(memory_fields)
-        entry["metadata"].update(load_progress(snap, memory_fields))
-        entry["metadata"]["standby"] = _standby(snap, memory_fields)
-        entry["metadata"].update(download_fields(downloads, snap.config))
-        models.append(entry)
+    models = [full_entry(snap, created, memory, downloads) for snap in snapshots]
     return {
         "status": "ok",
         "timestamp": int(time.time()),
@@ -58,6 +50,31 @@ def hub_status(
         "memory": memory.status(),
         "controller_available": True,
     }
+
+
+def full_entry(
+    snap: ModelSnapshot, created: int, memory: HubMemory, downloads: DownloadManager
+) -> dict[str, Any]:
+    """One model in `/hub/status`, with its memory, load and download figures."""
+    entry = model_entry(snap, created)
+    memory_fields = memory.model_status(snap.config.name)
+    entry["metadata"].update(memory_fields)
+    entry["metadata"].update(load_progress(snap, memory_fields))
+    entry["metadata"]["standby"] = _standby(snap, memory_fields)
+    entry["metadata"].update(download_fields(downloads, snap.config))
+    return entry
+
+
+def wait_note(meta: dict[str, Any], name: str) -> str:
+    """What a request waiting for model `name` waits for, with progress where known:
+    "downloading qwen 43%", "loading qwen 70%", "loading qwen" (a stream's keep-alive)."""
+    download = meta.get("download") or {}
+    if download.get("state") in ("queued", "downloading"):
+        done, total = download.get("bytes_done"), download.get("bytes_total")
+        share = f" {done * 100 // total}%" if done is not None and total else ""
+        return f"downloading {name}{share}"
+    progress = meta.get("load_progress")
+    return f"loading {name}" + (f" {int(progress * 100)}%" if progress is not None else "")
 
 
 def model_entry(snap: ModelSnapshot, created: int) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from .model_state import Change, ChangeSignal, ModelSnapshot, Target, WhileWaiti
 from .ports import PortLeases
 from .runtime_state import WorkerRecord
 from .states import MemoryState
-from .status import hub_status, openai_models
+from .status import full_entry, hub_status, openai_models, wait_note
 from .tasks import OwnedTasks
 from .worker_shim import worker_headers
 
@@ -369,6 +369,12 @@ class Supervisor:
         return hub_status(
             self.config, self.snapshots(), self._log_files.warnings(), self.memory, self.downloads
         )
+
+    def wait_note(self, name: str) -> str:
+        """What a request for `name` waits for now ("downloading qwen 43%", "loading qwen")."""
+        snap = self.resolve(name).snapshot()
+        entry = full_entry(snap, 0, self.memory, self.downloads)
+        return wait_note(entry["metadata"], snap.config.name)
 
     def model_list(self) -> dict[str, Any]:
         """The `GET /v1/models` document."""

@@ -567,7 +567,8 @@ def test_download_and_unsized_load_and_queue_render(
     hub_factory: HubFactory, open_page: PageFactory
 ) -> None:
     """States a fake worker cannot hold still, from a doctored /hub/status: a download
-    with its percent and sizes, a load of unknown size, queued requests, no budget."""
+    with its percent and sizes, a load of unknown size, queued requests, a warm
+    standby, no budget."""
     hub = hub_factory([fake_model("alpha", default=True)])
     wait_model(hub, "alpha", lambda m: m["memory_state"] == "loaded")
     download = {
@@ -590,6 +591,10 @@ def test_download_and_unsized_load_and_queue_render(
         "broken": {
             "download": {**download, "state": "failed", "error": "HTTP 404"},
             "memory_state": "unloaded",
+        },
+        "warm": {
+            "memory_state": "unloaded",
+            "standby": {"pid": 4242, "since": 1796280858.0, "memory_bytes": 700 * 2**20},
         },
     }
     memory = {"budget_bytes": None, "used_bytes": int(4.2 * GB), "system_total_bytes": 16 * GB}
@@ -614,6 +619,9 @@ def test_download_and_unsized_load_and_queue_render(
     assert not loading.get_by_role("progressbar").evaluate("el => el.hasAttribute('aria-valuenow')")
     expect(row(page, "busy").locator(".cell-memory")).to_have_text(
         re.compile(f"^LOADED • 4.2 GB • {TIME} • 3 queued$")
+    )
+    expect(row(page, "warm").locator(".cell-memory")).to_have_text(
+        re.compile(f"^UNLOADED • standby • {TIME}$")
     )
     expect(row(page, "broken").locator(".cell-error")).to_have_text(
         "Error: download failed: HTTP 404"

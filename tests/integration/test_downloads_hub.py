@@ -137,3 +137,25 @@ async def test_pull_of_missing_repo_is_a_clear_error(
     meta = await hub.model("ghost")
     assert meta["download"]["state"] == "failed"
     assert meta["download"]["error_kind"] == "not_found"
+
+
+async def test_a_stream_waiting_for_the_download_hears_its_progress(
+    hub_factory: HubFactory, fake_hf: FakeHub, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    fake_hf.bytes_per_s = 500_000  # ~6 s: a few keep-alive lines
+    hub = hub_factory(
+        [fake_model("tiny", model_path=REPO, jit_enabled=True, default=True)],
+        env=_env(fake_hf, tmp_path),
+    )
+    await hub.wait_for("tiny", lambda m: m["process_state"] == "running")
+    body = {"model": "tiny", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    comments = []
+    async with http.post(hub.url + "/v1/chat/completions", json=body, headers=hub.auth) as r:
+        assert r.status == 200
+        async for line in r.content:
+            if line.startswith(b":"):
+                comments.append(line.decode().strip())
+    words = [c.split() for c in comments]
+    shares = [int(w[3][:-1]) for w in words if w[1] == "downloading" and w[3].endswith("%")]
+    assert shares and shares == sorted(shares) and all(0 <= s <= 100 for s in shares), comments
+    assert fake_hf.gets and all(n == 1 for n in fake_hf.gets.values())

@@ -8,7 +8,7 @@ import attrs
 import pytest
 
 from mlx_openai_server_hub.states import MemoryState
-from mlx_openai_server_hub.status import load_progress
+from mlx_openai_server_hub.status import load_progress, wait_note
 
 
 @pytest.fixture
@@ -41,3 +41,12 @@ def test_load_progress_is_null_without_a_size_and_outside_a_load(loading):
         "load_progress": None,
         "load_elapsed_s": None,
     }
+
+
+def test_wait_notes_say_what_a_stream_waits_for_with_progress():
+    downloading = {"download": {"state": "downloading", "bytes_done": 43, "bytes_total": 100}}
+    assert wait_note(downloading, "qwen") == "downloading qwen 43%"
+    assert wait_note({"download": {"state": "queued"}}, "qwen") == "downloading qwen"
+    assert wait_note({"load_progress": 0.7}, "qwen") == "loading qwen 70%"
+    done = {"download": {"state": "done"}, "load_progress": None}
+    assert wait_note(done, "qwen") == "loading qwen"
