@@ -25,6 +25,8 @@ run and interleaved where the phase allows it, so machine noise hits both sides 
 - memory: three models that fit two at a time under ``memory_budget``, 3,000 requests
   alternating between pairs of them from 8 clients: errors, the peak of the workers'
   summed footprints against the budget, evictions, latency;
+- downloads: a repo pulled through the hub against ``huggingface_hub.snapshot_download``
+  on the stand-in endpoint (MB/s), and the added latency while a download runs;
 - the hub's idle RSS and the wall time of ``mlx-openai-server-hub status``.
 
 It prints a table (targets, results, baseline), writes JSON, and with ``--strict`` exits 1
@@ -37,8 +39,8 @@ are separate processes. On a 2-core machine the three compete for CPU: the hub's
 include that contention, which is the honest cost on such a machine.
 
 Modules: `__main__` (command line), `runner` (the order of the phases), `core` (what
-the phases share), `latency`, `concurrency`, `jit`, `real`, `footprint`, `traffic`, `memory`
-(one per family of figures), `loadgen` (the timed client), `hubs` (the hub and its models, built on
-tests/support/hubs.py, which the tests use too), `plans` (phase sizes) and `report`
-(targets, baseline, table).
+the phases share), `latency`, `concurrency`, `jit`, `real`, `footprint`, `traffic`, `memory`,
+`downloads` (one per family of figures), `loadgen` (the timed client), `hubs` (the hub
+and its models, built on tests/support/hubs.py, which the tests use too), `plans` (phase
+sizes) and `report` (targets, baseline, table).
 """

@@ -32,6 +32,9 @@ class Plan:
     memory_requests: int
     memory_clients: int
     memory_phase: int
+    # Downloads: rounds of hub pull vs snapshot_download, MB per shard (4 shards a repo).
+    download_rounds: int
+    download_shard_mb: int
 
 
 FULL = Plan(
@@ -54,6 +57,8 @@ FULL = Plan(
     memory_requests=3000,
     memory_clients=8,
     memory_phase=150,
+    download_rounds=3,
+    download_shard_mb=32,
 )
 QUICK = Plan(
     latency_pairs=300,
@@ -75,4 +80,6 @@ QUICK = Plan(
     memory_requests=600,
     memory_clients=4,
     memory_phase=100,
+    download_rounds=1,
+    download_shard_mb=2,
 )

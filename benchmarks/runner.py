@@ -11,6 +11,7 @@ from typing import Any
 
 from .concurrency import concurrency
 from .core import Bench
+from .downloads import download_throughput
 from .footprint import cli_status, idle_rss
 from .hubs import bench_hub, models_for, prepare_real_worker
 from .jit import jit, jit_at_hub_start
@@ -60,6 +61,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await queue_fifo(bench)
             await proxy_cost(bench)
             await memory_budget(bench, folder / "memory")
+            await download_throughput(bench, folder / "downloads")
             if real_worker:
                 await real(bench, str(tiny))
             for clients, rounds in plan.conc_rounds.items():

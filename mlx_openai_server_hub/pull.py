@@ -119,7 +119,8 @@ def _fraction(done: int | None, total: int | None) -> float | None:
     return min(done / total, 1.0) if total and done is not None else None
 
 
-def _bar(fraction: float | None, width: int, utf8: bool) -> str:
+def bar(fraction: float | None, width: int, utf8: bool) -> str:
+    """A `width`-cell progress bar, `████░░░░` (`####....` without UTF-8)."""
     full, empty = ("█", "░") if utf8 else ("#", ".")
     filled = round((fraction or 0.0) * width)
     return full * filled + empty * (width - filled)
@@ -163,11 +164,11 @@ def terminal_lines(
             lines.append(final_line(label, status) if status else f"{label}: waiting")
             continue
         fraction = _fraction(status.get("bytes_done"), status.get("bytes_total"))
-        lines.append(f"{label} {_bar(fraction, 24, utf8)} {summary(status)}")
+        lines.append(f"{label} {bar(fraction, 24, utf8)} {summary(status)}")
         for name, file in (status.get("files") or {}).items():
             part = _fraction(file.get("bytes_done"), file.get("bytes_total"))
             lines.append(
-                f"  {name[-40:]:<40} {_bar(part, 12, utf8)} {_percent(part)}"
+                f"  {name[-40:]:<40} {bar(part, 12, utf8)} {_percent(part)}"
                 f"  {human_bytes(file.get('bytes_done'))}/{human_bytes(file.get('bytes_total'))}"
             )
     return lines

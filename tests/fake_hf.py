@@ -8,6 +8,8 @@ Point `HF_ENDPOINT` at it. It serves generated model repos with the routes
 - `HEAD|GET /{org}/{name}/resolve/{rev}/{path}`     file bytes, ETag, X-Repo-Commit,
   Content-Length, and `Range` support for resumes
 
+`repo_from_folder` serves real files (the e2e tiny model) instead.
+
 Knobs (per `FakeHub`): `bytes_per_s` (slow transfer), `drop_after` (close the
 connection after N bytes of a file's first `drops` GETs), `missing` (404) and
 gated repos (401 without the right token). Every byte served is counted per
@@ -24,6 +26,7 @@ import collections
 import hashlib
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -68,6 +71,16 @@ def make_repo(
     main = hashlib.sha1(repo_id.encode()).hexdigest()
     other = hashlib.sha1(f"{repo_id}@v2".encode()).hexdigest()
     return FakeRepo(repo_id, files, {"main": main, "v2": other}, gated)
+
+
+def repo_from_folder(repo_id: str, folder: Path) -> FakeRepo:
+    """A repo serving the files of `folder` (a real model, say), one revision `main`."""
+    files = {
+        path.relative_to(folder).as_posix(): path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+    return FakeRepo(repo_id, files, {"main": hashlib.sha1(repo_id.encode()).hexdigest()})
 
 
 @attrs.define

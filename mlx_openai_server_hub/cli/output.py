@@ -55,18 +55,19 @@ def interactive() -> bool:
     return isatty(sys.stdout) and os.environ.get("TERM", "") != "dumb"
 
 
-def _utf8() -> bool:
+def utf8_output() -> bool:
+    """True when stdout takes UTF-8 (spinners, marks and bars use it then)."""
     return "utf" in (getattr(sys.stdout, "encoding", None) or "").lower()
 
 
 def spinner_frames() -> str:
     """The spinner's frames: braille dots where the output takes UTF-8."""
-    return "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏" if _utf8() else "|/-\\"
+    return "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏" if utf8_output() else "|/-\\"
 
 
 def marks() -> tuple[str, str]:
     """(done, failed) marks for progress lines."""
-    return ("✓", "✗") if _utf8() else ("+", "x")
+    return ("✓", "✗") if utf8_output() else ("+", "x")
 
 
 def _terminal_width() -> int:

@@ -1,4 +1,9 @@
-"""Model actions with progress: POST each one, show a live line per model while it runs."""
+"""Model actions with progress: POST each one, show a live line per model while it runs.
+
+While an action waits, /hub/status is polled for the model's download and load progress:
+a bar redrawn in place on a terminal, otherwise a plain line on stderr at most every
+`PLAIN_INTERVAL_S` (stdout keeps only the result lines scripts read).
+"""
 
 import threading
 import time
@@ -7,8 +12,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlx_openai_server_hub import tables
-from mlx_openai_server_hub.cli.output import LiveBlock, flash, interactive, marks, spinner_frames
+from mlx_openai_server_hub.cli.output import (
+    LiveBlock,
+    echo,
+    flash,
+    interactive,
+    marks,
+    spinner_frames,
+    utf8_output,
+)
 from mlx_openai_server_hub.client import HubClient, HubClientError
+
+PLAIN_INTERVAL_S = 5.0
+_BAR_WIDTH = 20
+_WITH_PROGRESS = ("start", "load")  # the actions that may download and load
 
 
 @dataclass
@@ -65,28 +82,81 @@ def phase_of(meta: dict[str, Any]) -> str:
     return str(process or "waiting")
 
 
+def progress_of(meta: dict[str, Any]) -> tuple[str, str, float | None] | None:
+    """(phase, detail, fraction) of a download or load under way, from a model's status
+    metadata: `downloading`, ` 43%  6.1 GB/14.2 GB ...`; `loading`, `70 %`; or `loading`,
+    `12 s` when the model's size is not known. None when neither is under way; the
+    fraction is None when there is no share to draw."""
+    from mlx_openai_server_hub.pull import summary  # asyncio: only once there is progress
+
+    download = meta.get("download")
+    if isinstance(download, dict) and download.get("state") == "downloading":
+        done, total = download.get("bytes_done"), download.get("bytes_total")
+        fraction = min(done / total, 1.0) if total and done is not None else None
+        return "downloading", summary(download), fraction
+    if isinstance(download, dict) and download.get("state") == "queued":
+        return "download", "queued", None
+    if meta.get("memory_state") != "loading":
+        return None
+    share, elapsed = meta.get("load_progress"), meta.get("load_elapsed_s")
+    if isinstance(share, int | float):
+        return "loading", f"{share * 100:.0f} %", float(share)
+    return "loading", f"{elapsed:.0f} s" if isinstance(elapsed, int | float) else "", None
+
+
 _DONE_STATES = {"start": "loaded", "stop": "stopped", "load": "loaded", "unload": "unloaded"}
 
 
 def _progress_lines(
     outcomes: Sequence[Outcome], poller: StatusPoller, action: str, tick: int
 ) -> list[str]:
+    from mlx_openai_server_hub.pull import bar
+
     frames, (good, bad) = spinner_frames(), marks()
     width = max(len(o.name) for o in outcomes)
     lines = []
     for o in outcomes:
+        meta, extra = poller.meta.get(o.name, {}), ""
         if o.finished is None:
-            mark, state = frames[tick % len(frames)], phase_of(poller.meta.get(o.name, {}))
+            mark, state = frames[tick % len(frames)], phase_of(meta)
             if action == "start" and state in ("stopped", "failed"):
                 state = "waiting"  # the hub has not taken it up yet
+            progress = progress_of(meta) if action in _WITH_PROGRESS else None
+            if progress is not None:
+                state, detail, fraction = progress
+                drawn = "" if fraction is None else bar(fraction, _BAR_WIDTH, utf8_output()) + " "
+                extra = f"  {drawn}{detail}"
         elif o.ok:
             mark, state = good, _DONE_STATES.get(action, "done")
-            if action == "start" and poller.meta.get(o.name, {}).get("jit_enabled"):
+            if action == "start" and meta.get("jit_enabled"):
                 state = "started"
         else:
             mark, state = bad, "failed"
-        lines.append(f"  {mark} {o.name.ljust(width)}  {state:<9} {o.elapsed:6.1f}s")
+        lines.append(f"  {mark} {o.name.ljust(width)}  {state:<11} {o.elapsed:6.1f}s{extra}")
     return lines
+
+
+class PlainProgress:
+    """Progress as plain lines (no terminal): one per model at most every `interval`
+    seconds, the first after `interval` too (quick actions print nothing), and none
+    while the text stays the same."""
+
+    def __init__(self, interval: float = PLAIN_INTERVAL_S) -> None:
+        self._interval = interval
+        self._last: dict[str, tuple[float, str]] = {}
+
+    def update(self, outcomes: Sequence[Outcome], poller: StatusPoller) -> None:
+        """Print the lines due now, on stderr."""
+        now = time.monotonic()
+        for o in outcomes:
+            progress = progress_of(poller.meta.get(o.name, {})) if o.finished is None else None
+            if progress is None:
+                continue
+            text = " ".join(part for part in progress[:2] if part)
+            since, shown = self._last.get(o.name, (o.started, ""))
+            if text != shown and now - since >= self._interval:
+                self._last[o.name] = (now, text)
+                echo(f"{o.name}: {text}", err=True)
 
 
 def run_model_actions(
@@ -99,7 +169,9 @@ def run_model_actions(
 ) -> list[Outcome]:
     """POST `action` for each model and wait for every answer, however long it takes.
 
-    On a terminal a live block shows one line per model (state, elapsed time). `report` is
+    On a terminal a live block shows one line per model (state, elapsed time, and a bar
+    while it downloads or loads); otherwise `start` and `load` print plain progress lines
+    on stderr now and then (see `PlainProgress`). `report` is
     called for each outcome: as each finishes when sequential, in `names` order at the end
     when concurrent.
     """
@@ -116,7 +188,8 @@ def run_model_actions(
             outcome.finished = time.monotonic()
 
     live, block, poller = interactive(), LiveBlock(), StatusPoller(client)
-    if live:
+    plain = None if live or action not in _WITH_PROGRESS else PlainProgress()
+    if live or plain is not None:
         poller.start()
     try:
         for batch in [outcomes] if concurrent else [[o] for o in outcomes]:
@@ -127,6 +200,8 @@ def run_model_actions(
             while any(t.is_alive() for t in threads):
                 if live:
                     block.draw(_progress_lines(batch, poller, action, tick))
+                elif plain is not None:
+                    plain.update(batch, poller)
                 tick += 1
                 for thread in threads:
                     thread.join(0.1 / len(threads))
