@@ -23,9 +23,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import hashlib
 import json
 import re
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -278,3 +281,20 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@contextlib.contextmanager
+def serving_in_thread(hub: FakeHub) -> Iterator[str]:
+    """Serve `hub` on its own event-loop thread (for tests whose code under test runs
+    its own loop); yields the endpoint."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    runner, endpoint = asyncio.run_coroutine_threadsafe(start(hub), loop).result(10)
+    try:
+        yield endpoint
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()

@@ -12,7 +12,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +25,7 @@ from tests.cli import REPO as SOURCE_TREE
 from tests.cli import cli_env, run_cli
 from tests.cli.test_cli_hub import ANSI, run_in_pty
 from tests.conftest import HubFactory, fake_model
-from tests.fake_hf import FakeHub, make_repo, start
+from tests.fake_hf import FakeHub, make_repo, serving_in_thread
 
 REPO = "fake-org/cli-model"
 SMALL_FILES = ("config.json", "tokenizer.json", "model.safetensors.index.json")
@@ -37,17 +36,8 @@ def fake_hf() -> Iterator[FakeHub]:
     """The fake Hub serving REPO, on its own event loop thread."""
     hub = FakeHub(bytes_per_s=1_500_000)
     hub.add(make_repo(REPO, n_weights=2, weight_size=1_500_000))
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    runner, _ = asyncio.run_coroutine_threadsafe(start(hub), loop).result(10)
-    try:
+    with serving_in_thread(hub):
         yield hub
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
 
 
 def _hf_env(fake: FakeHub, tmp_path: Path, **extra: str) -> dict[str, str]:

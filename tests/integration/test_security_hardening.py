@@ -26,6 +26,7 @@ from mlx_openai_server_hub.memory import LearnedStore
 from tests.cli import cli_env, run_cli
 from tests.conftest import Hub, HubFactory, fake_model
 from tests.reliability import module_hub
+from tests.reliability.test_security import send
 
 SESSION_SECONDS = 4.0
 MAX_SESSIONS = 3
@@ -53,25 +54,6 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     folder = tmp_path_factory.mktemp("hardening")
     with module_hub(folder, [fake_model("a")], tune=tune) as hub:
         yield hub
-
-
-def send(
-    hub: Hub,
-    method: str,
-    path: str,
-    headers: dict[str, str] | None = None,
-    body: bytes = b"",
-    source: str = "127.0.0.1",
-) -> Answer:
-    """(status, body text, headers) of one request from `source`; Host 127.0.0.1:port."""
-    conn = http.client.HTTPConnection("127.0.0.1", hub.port, timeout=30, source_address=(source, 0))
-    try:
-        all_headers = {"Host": f"127.0.0.1:{hub.port}", **(headers or {})}
-        conn.request(method, path, body=body if method == "POST" else None, headers=all_headers)
-        resp = conn.getresponse()
-        return resp.status, resp.read().decode("utf-8", "replace"), dict(resp.getheaders())
-    finally:
-        conn.close()
 
 
 def local_cookie(hub: Hub) -> str:

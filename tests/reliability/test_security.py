@@ -63,10 +63,16 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
 
 
 def send(
-    hub: Hub, method: str, path: str, headers: dict[str, str] | None = None, body: bytes = b""
+    hub: Hub,
+    method: str,
+    path: str,
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
+    source: str = "127.0.0.1",
 ) -> tuple[int, str, dict[str, str]]:
-    """(status, body text, headers) of one request, Host defaulting to 127.0.0.1:port."""
-    conn = http.client.HTTPConnection("127.0.0.1", hub.port, timeout=30)
+    """(status, body text, headers) of one request from `source`, Host defaulting to
+    127.0.0.1:port."""
+    conn = http.client.HTTPConnection("127.0.0.1", hub.port, timeout=30, source_address=(source, 0))
     try:
         all_headers = {"Host": f"127.0.0.1:{hub.port}", **(headers or {})}
         conn.request(method, path, body=body if method == "POST" else None, headers=all_headers)

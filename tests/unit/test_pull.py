@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ from mlx_openai_server_hub.pull import (
     resolve_targets,
     terminal_lines,
 )
-from tests.fake_hf import CHUNK, FakeHub, make_repo, start
+from tests.fake_hf import CHUNK, FakeHub, make_repo, serving_in_thread
 
 REPO = "fake-org/pull-model"
 
@@ -75,21 +73,12 @@ def fake_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHu
     """The fake Hub on its own loop thread (pull_locally runs its own asyncio loop)."""
     hub = FakeHub(bytes_per_s=400_000)
     hub.add(make_repo(REPO, n_weights=2, weight_size=150_000))
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    runner, endpoint = asyncio.run_coroutine_threadsafe(start(hub), loop).result(10)
-    monkeypatch.setenv("HF_ENDPOINT", endpoint)
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(hf_constants, "DOWNLOAD_CHUNK_SIZE", CHUNK)
-    try:
+    with serving_in_thread(hub) as endpoint:
+        monkeypatch.setenv("HF_ENDPOINT", endpoint)
+        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setattr(hf_constants, "DOWNLOAD_CHUNK_SIZE", CHUNK)
         yield hub
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
 
 
 def test_local_pull_plain_output(fake_hub: FakeHub) -> None:
