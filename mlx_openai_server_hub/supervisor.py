@@ -98,6 +98,7 @@ class Supervisor:
         # With the worker secret: readiness and standby probes reach guarded workers.
         self._session = aiohttp.ClientSession(headers=worker_headers())
         await self.memory.open()
+        logger.info("Memory: %s", self.memory.summary())
         self._tasks.spawn(self.memory.run_system_monitor(), "memory-system-monitor")
         self._tasks.spawn(self._watch_snapshots(), "snapshot-watch")
 
