@@ -98,6 +98,8 @@ METRICS: list[Metric] = [
     M("downloads.idle.added_p99_ms", "no download: added p99", "ms", True, None, 0.5, 2),
     M("downloads.during.added_p50_ms", "downloading: added p50", "ms", True, None, 0.5, 0.3),
     M("downloads.during.added_p99_ms", "downloading: added p99", "ms", True, None, 0.5, 10),
+    M("downloads.paced.added_p50_ms", "50 MB/s download: added p50", "ms", True, None, 0.5, 0.3),
+    M("downloads.paced.added_p99_ms", "50 MB/s download: added p99", "ms", True, None, 0.5, 2),
     M("jit.cold_overhead_ms", "JIT first load: overhead", "ms", True, 300.0, 0.5, 100),
     M("jit.warm_overhead_ms", "JIT reload: overhead", "ms", True, 300.0, 0.5, 100),
     M("jit.at_hub_start_overhead_ms", "JIT at hub start: overhead", "ms", True, 300, 0.5, 100),

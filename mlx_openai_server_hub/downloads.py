@@ -2,9 +2,9 @@
 
 The manager fetches a repo-id model's snapshot into the standard Hugging
 Face cache before its worker starts (so `startup_timeout` measures loading
-only) and for `pull`. Hub calls block, so they run in the manager's own
-thread pool; their progress comes back to the event loop through
-`call_soon_threadsafe`, so `DownloadProgress` is only ever touched on the
+only) and for `pull`. Each download runs in a child process of its own
+(`download_process`, which says why), stopped like a worker (SIGTERM, a grace
+period, SIGKILL to its group); its JSON-line events are applied here, on the
 loop thread. Callers asking for a repo already downloading join it.
 """
 
@@ -12,39 +12,35 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import enum
+import json
 import logging
-import threading
+import os
+import sys
 import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import attrs
 from huggingface_hub import get_token
 
 from . import hf_cache
-from .hf_fetch import (
-    DownloadError,
-    HubSettings,
-    RepoListing,
-    cached_files,
-    classify,
-    fetch_file,
-    list_remote,
-    write_ref,
-)
+from .download_process import READ_CHUNK_BYTES, DownloadRequest, encode_request
+from .hf_fetch import DownloadError, HubSettings
+from .process_group import die_with_parent_preexec, terminate_group
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # Rate is measured over this recent window, so a stall shows as a falling rate.
 RATE_WINDOW_S = 5.0
 # Files fetched at once per repo (huggingface_hub's own default is 8; the
 # hub shares the machine with running workers).
 PARALLEL_FILES = 4
+# A download child that ignores SIGTERM this long (a stalled read) is killed.
+STOP_GRACE_S = 5.0
+# Lines of the child's stderr kept for the error when it dies without saying why.
+STDERR_TAIL = 5
 
 
 class DownloadState(enum.StrEnum):
@@ -102,6 +98,29 @@ class DownloadProgress:
             return None
         return max(self.bytes_total - self.bytes_done, 0) / rate
 
+    def apply(self, event: Mapping[str, Any]) -> None:
+        """Take in one progress event of the download child (`listing`, `start`, ...)."""
+        kind = event.get("event")
+        if kind == "listing":
+            self.commit = event["commit"]
+            self.files_total, self.bytes_total = event["files_total"], event["bytes_total"]
+            self.files_done, self.bytes_done = event["files_done"], event["bytes_done"]
+            self.state = DownloadState.DOWNLOADING
+        elif kind == "start":
+            self.files[event["file"]] = [event["initial"], event["total"]]
+            self.bytes_done += event["initial"]
+        elif kind == "bytes":
+            entry = self.files.get(event["file"])
+            if entry is not None and entry[0] is not None:
+                entry[0] += event["n"]
+            self.bytes_done += event["n"]
+        elif kind == "file_done":
+            self.files_done += 1
+            self.files.pop(event["file"], None)
+        else:
+            return
+        self.sample()
+
     def as_dict(self) -> dict[str, Any]:
         """The JSON shape used in `/hub/status` and by `pull`."""
         rate = self.rate_bytes_per_s
@@ -151,26 +170,104 @@ def _on_disk(model_path: str, revision: str | None, env: Env) -> tuple[bool | No
     return complete, hf_cache.local_snapshot(model_path, revision, env=env)
 
 
+class _DownloadChild:
+    """One run of the download child process, from spawn to its last event."""
+
+    def __init__(self, request: DownloadRequest, env: Env) -> None:
+        self.request = request
+        self.env = {**os.environ, **(env or {})}
+        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL)
+
+    async def run(self, progress: DownloadProgress) -> Path:
+        """Download, applying progress as it comes; the snapshot's path, or DownloadError.
+
+        Cancelled, the child is stopped (and reaped) before this returns.
+        """
+        proc = await self._spawn()
+        stderr = asyncio.create_task(
+            self._pump_stderr(proc), name=f"download-stderr {self.request.repo_id}"
+        )
+        try:
+            return await self._follow(proc, progress)
+        finally:
+            if proc.returncode is None:
+                await asyncio.shield(self._stop(proc))
+            stderr.cancel()
+            await asyncio.gather(stderr, return_exceptions=True)
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "mlx_openai_server_hub.download_process",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=self.env,
+                start_new_session=True,
+                preexec_fn=die_with_parent_preexec(),
+            )
+        except OSError as exc:
+            raise DownloadError("failed", f"cannot start a download process: {exc}") from exc
+        assert proc.stdin is not None
+        # stdin stays open: the child stops when it closes (this process gone).
+        proc.stdin.write(encode_request(self.request))
+        await proc.stdin.drain()
+        return proc
+
+    async def _follow(self, proc: asyncio.subprocess.Process, progress: DownloadProgress) -> Path:
+        assert proc.stdout is not None
+        while line := await proc.stdout.readline():
+            event = json.loads(line)
+            if event["event"] == "done":
+                return Path(event["path"])
+            if event["event"] == "error":
+                raise DownloadError(event["kind"], event["message"])
+            progress.apply(event)
+        code = await proc.wait()
+        said = " | ".join(self.stderr_tail) or "no output"
+        raise DownloadError(
+            "failed",
+            f"the download process for {self.request.repo_id} ended (exit {code}): {said}",
+        )
+
+    async def _pump_stderr(self, proc: asyncio.subprocess.Process) -> None:
+        """The child's warnings (huggingface_hub's) go to the hub's log."""
+        assert proc.stderr is not None
+        while raw := await proc.stderr.readline():
+            line = raw.decode("utf-8", "replace").rstrip()
+            if line:
+                self.stderr_tail.append(line)
+                log.info("download %s: %s", self.request.repo_id, line)
+
+    @staticmethod
+    async def _stop(proc: asyncio.subprocess.Process) -> None:
+        exited = asyncio.Event()
+        waiter = asyncio.ensure_future(proc.wait())
+        waiter.add_done_callback(lambda _: exited.set())
+        await terminate_group(proc.pid, exited, STOP_GRACE_S)
+
+
 class _Job:
     """One running (or finished) download and the callers waiting on it."""
 
     def __init__(self, progress: DownloadProgress, env: Env) -> None:
         self.progress = progress
         self.env = env
-        self.cancel = threading.Event()
         self.task: asyncio.Task[Path] | None = None
 
 
 class DownloadManager:
-    """Starts, joins, reports and cancels snapshot downloads."""
+    """Starts, joins, reports and cancels snapshot downloads, one child process each."""
 
-    def __init__(self, parallel_files: int = PARALLEL_FILES) -> None:
+    def __init__(
+        self, parallel_files: int = PARALLEL_FILES, read_chunk_bytes: int = READ_CHUNK_BYTES
+    ) -> None:
         self._parallel = parallel_files
+        self._read_chunk = read_chunk_bytes
         self._jobs: dict[tuple[str, str], _Job] = {}
         self._complete: dict[tuple[str, str], bool | None] = {}
-        self._executor = ThreadPoolExecutor(
-            max_workers=parallel_files + 1, thread_name_prefix="hf-download"
-        )
         self._closed = False
 
     @staticmethod
@@ -268,31 +365,33 @@ class DownloadManager:
         self._jobs[key] = job
         return job
 
-    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
     async def _run(self, job: _Job, revision: str | None, name: str | None) -> Path:
         progress = job.progress
         settings = current_settings(job.env)
         try:
             if hf_cache.hub_offline(job.env):
                 return self._offline_result(job, name)
-            listing = await self._in_thread(list_remote, progress.repo_id, revision, settings)
-            await self._fetch_all(job, listing, settings)
-            await self._in_thread(write_ref, listing, settings.cache_dir)
+            request = DownloadRequest(
+                progress.repo_id,
+                revision,
+                settings.endpoint,
+                str(settings.cache_dir),
+                settings.token,
+                self._parallel,
+                self._read_chunk,
+            )
+            path = await _DownloadChild(request, job.env).run(progress)
         except asyncio.CancelledError:
-            job.cancel.set()
             self._fail(
                 progress, DownloadError("cancelled", f"download of {progress.repo_id} was stopped")
             )
             raise
-        except Exception as exc:  # every failure becomes a status the user can read
-            err = classify(exc, progress.repo_id, settings, settings.token is not None)
+        except DownloadError as err:  # every failure becomes a status the user can read
             self._fail(progress, err)
             log.warning(
                 "download %s@%s failed: %s", progress.repo_id, progress.revision, err.message
             )
-            raise err from None
+            raise
         progress.state = DownloadState.DONE
         progress.finished_at = time.time()
         progress.files.clear()
@@ -302,12 +401,7 @@ class DownloadManager:
             progress.revision,
             progress.bytes_done,
         )
-        return (
-            settings.cache_dir
-            / f"models--{progress.repo_id.replace('/', '--')}"
-            / "snapshots"
-            / listing.commit
-        )
+        return path
 
     @staticmethod
     def _offline_result(job: _Job, name: str | None) -> Path:
@@ -330,72 +424,11 @@ class DownloadManager:
         progress.finished_at = time.time()
         progress.files.clear()
 
-    async def _fetch_all(self, job: _Job, listing: RepoListing, settings: HubSettings) -> None:
-        progress = job.progress
-        have = await self._in_thread(cached_files, listing, settings.cache_dir)
-        progress.commit = listing.commit
-        progress.files_total = len(listing.files)
-        progress.bytes_total = listing.bytes_total
-        progress.files_done = len(have)
-        progress.bytes_done = sum(f.size or 0 for f in listing.files if f.name in have)
-        progress.state = DownloadState.DOWNLOADING
-        progress.sample()
-        todo = [f.name for f in listing.files if f.name not in have]
-        loop = asyncio.get_running_loop()
-        on_start, on_bytes = self._sinks(loop, progress)
-        gate = asyncio.Semaphore(self._parallel)
-
-        async def one(file_name: str) -> None:
-            async with gate:
-                await self._in_thread(
-                    fetch_file, listing, file_name, settings, on_start, on_bytes, job.cancel
-                )
-            progress.files_done += 1
-            progress.files.pop(file_name, None)
-
-        tasks = [asyncio.ensure_future(one(n)) for n in todo]
-        try:
-            await asyncio.gather(*tasks)
-        except BaseException:
-            job.cancel.set()  # stop the sibling files too, then let them unwind
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
-
-    @staticmethod
-    def _sinks(
-        loop: asyncio.AbstractEventLoop, progress: DownloadProgress
-    ) -> tuple[Callable[[str, int | None, int], None], Callable[[str, int], None]]:
-        """Thread-side callbacks that apply progress on the loop thread."""
-
-        def started(name: str, total: int | None, initial: int) -> None:
-            progress.files[name] = [initial, total]
-            progress.bytes_done += initial
-
-        def advanced(name: str, n: int) -> None:
-            entry = progress.files.get(name)
-            if entry is not None and entry[0] is not None:
-                entry[0] += n
-            progress.bytes_done += n
-            progress.sample()
-
-        def post(fn: Callable[..., None]) -> Callable[..., None]:
-            def call(*args: Any) -> None:
-                with contextlib.suppress(RuntimeError):  # loop already closed at shutdown
-                    loop.call_soon_threadsafe(fn, *args)
-
-            return call
-
-        return post(started), post(advanced)
-
     async def close(self) -> None:
-        """Stop every download (hub shutdown); partial files are discarded by huggingface_hub."""
+        """Stop every download (hub shutdown); files not finished are fetched again next time."""
         self._closed = True
         running = [j for j in self._jobs.values() if j.task is not None and not j.task.done()]
         for job in running:
-            job.cancel.set()
             assert job.task is not None
-            job.task.cancel()
+            job.task.cancel()  # each stops its child process before it ends
         await asyncio.gather(*(j.task for j in running if j.task), return_exceptions=True)
-        self._executor.shutdown(wait=False, cancel_futures=True)

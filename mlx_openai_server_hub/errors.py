@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
+if TYPE_CHECKING:  # the download child imports HubError and must start fast: no aiohttp
+    from aiohttp import web
 
 # The id of the request being served (set by access_log's middleware): every
 # envelope the hub makes names it, so a user can quote it and find the log line.
@@ -58,6 +59,8 @@ def error_response(
     headers: Mapping[str, str] | None = None,
 ) -> web.Response:
     """An aiohttp JSON response carrying the OpenAI error envelope (and e.g. `Retry-After`)."""
+    from aiohttp import web  # loaded already wherever a response is made
+
     body = error_body(message, status, error_type)
     return web.json_response(body, status=status, headers=headers)
 

@@ -1,9 +1,9 @@
-"""Blocking Hugging Face Hub calls, run by the download manager in threads.
+"""Blocking Hugging Face Hub calls, run in the download child process (`download_process`).
 
-Everything here may block for minutes (network, disk) and must never run on
-the event loop. Files are fetched one `hf_hub_download` call each, so every
-file gets its own progress (snapshot_download only reports an aggregate)
-and lands in the standard cache exactly as the worker expects it.
+Everything here may block for minutes (network, disk) and must never run in the
+hub's process, let alone on its event loop. Files are fetched one `hf_hub_download`
+call each, so every file gets its own progress (snapshot_download only reports an
+aggregate) and lands in the standard cache exactly as the worker expects it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from huggingface_hub import HfApi, constants, hf_hub_download
+from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub.errors import (
     GatedRepoError,
     HfHubHTTPError,
@@ -34,12 +34,8 @@ ByteSink = Callable[[str, int], None]
 # Called once per file when its transfer starts: (file name, total, resumed bytes).
 FileStart = Callable[[str, int | None, int], None]
 
-# huggingface_hub reads the body in 10 MiB chunks and reports each chunk only
-# once it is full, so a file under 10 MiB shows no progress until it is done
-# and a slow link shows none for minutes. Smaller chunks make progress real.
-READ_CHUNK_BYTES = 256 * 1024
-# Progress is handed to the event loop at most this often per file (plus once
-# at the end), so a fast download does not flood the loop serving requests.
+# Progress is reported at most this often per file (plus once at the end), so
+# a fast download does not flood the hub's event loop with progress lines.
 REPORT_INTERVAL_S = 0.1
 
 _STATUS_OF_KIND = {
@@ -181,8 +177,6 @@ def fetch_file(
     """Download one file of the snapshot into the cache (a no-op when it is there)."""
     if cancel.is_set():
         raise DownloadCancelled(name)
-    # Read at each call by the library; only ever lowered, never raised back.
-    constants.DOWNLOAD_CHUNK_SIZE = min(constants.DOWNLOAD_CHUNK_SIZE, READ_CHUNK_BYTES)
     hf_hub_download(
         listing.repo_id,
         name,

@@ -8,12 +8,15 @@ fake worker once their snapshot is on disk.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 import pytest
 
 from mlx_openai_server_hub import hf_cache
@@ -159,3 +162,21 @@ async def test_a_stream_waiting_for_the_download_hears_its_progress(
     shares = [int(w[3][:-1]) for w in words if w[1] == "downloading" and w[3].endswith("%")]
     assert shares and shares == sorted(shares) and all(0 <= s <= 100 for s in shares), comments
     assert fake_hf.gets and all(n == 1 for n in fake_hf.gets.values())
+
+
+async def test_a_download_runs_in_a_child_that_dies_with_the_hub(
+    hub_factory: HubFactory, fake_hf: FakeHub, tmp_path: Path
+) -> None:
+    fake_hf.gate = asyncio.Event()  # file bodies held: the download stays running
+    hub = hub_factory([fake_model("tiny", model_path=REPO)], env=_env(fake_hf, tmp_path))
+    code, _ = await hub.post("/hub/models/tiny/pull")
+    assert code == 200
+    await hub.wait_for("tiny", lambda m: (m["download"] or {}).get("state") == "downloading")
+    assert hub.proc is not None
+    children = psutil.Process(hub.proc.pid).children(recursive=True)
+    downloaders = [p for p in children if "download_process" in " ".join(p.cmdline())]
+    assert len(downloaders) == 1, [p.cmdline() for p in children]
+    os.kill(hub.proc.pid, signal.SIGKILL)  # no shutdown code runs
+    _, alive = psutil.wait_procs(downloaders, timeout=5)
+    fake_hf.gate.set()
+    assert alive == [], "the download child outlived the hub"

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from huggingface_hub import constants as hf_constants
 
 from mlx_openai_server_hub import hf_cache
 from mlx_openai_server_hub.downloads import DownloadManager, DownloadState
@@ -28,9 +27,6 @@ async def fake_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIter
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_TOKEN_PATH", str(tmp_path / "no-token"))
-    # huggingface_hub hands out (and resumes from) 10 MB chunks; small chunks
-    # let small files show rising progress and the byte-exact resume.
-    monkeypatch.setattr(hf_constants, "DOWNLOAD_CHUNK_SIZE", CHUNK)
     try:
         yield hub
     finally:
@@ -39,7 +35,8 @@ async def fake_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIter
 
 @pytest.fixture
 async def manager() -> AsyncIterator[DownloadManager]:
-    mgr = DownloadManager()
+    # Small read chunks let small files show rising progress and the byte-exact resume.
+    mgr = DownloadManager(read_chunk_bytes=CHUNK)
     try:
         yield mgr
     finally:

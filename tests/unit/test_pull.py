@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from huggingface_hub import constants as hf_constants
 
 from mlx_openai_server_hub import hf_cache
 from mlx_openai_server_hub.pull import (
@@ -25,7 +24,7 @@ from mlx_openai_server_hub.pull import (
     resolve_targets,
     terminal_lines,
 )
-from tests.fake_hf import CHUNK, FakeHub, make_repo, serving_in_thread
+from tests.fake_hf import FakeHub, make_repo, serving_in_thread
 
 REPO = "fake-org/pull-model"
 
@@ -77,7 +76,6 @@ def fake_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHu
         monkeypatch.setenv("HF_ENDPOINT", endpoint)
         monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-        monkeypatch.setattr(hf_constants, "DOWNLOAD_CHUNK_SIZE", CHUNK)
         yield hub
 
 
