@@ -65,9 +65,23 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         tmp_path_factory.mktemp("bad-input"), [fake_model("a", default=True)], tune=TUNE
     ) as hub:
         asyncio.run(hub.wait_for("a", lambda m: m["memory_state"] == "loaded"))
+        wait_for_startup_lines(hub.log_path / "a.log")
         yield hub
         log = (hub.log_path / "hub.log").read_text(errors="replace")
         assert "Unhandled error" not in log, log[-3000:]
+
+
+def wait_for_startup_lines(log: Path, timeout: float = 10.0) -> None:
+    """Until the worker's last start-up line is in its log.
+
+    The hub marks a worker loaded on its health answer; the lines the worker printed
+    before it may still be on their way through the output pump, and a line landing
+    during the test would read as a file the hostile requests changed.
+    """
+    deadline = time.monotonic() + timeout
+    while "Uvicorn running on" not in log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, log.read_text(errors="replace")[-2000:]
+        time.sleep(0.05)
 
 
 def raw_request(hub: Hub, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
@@ -103,6 +117,7 @@ def test_hostile_model_names_get_4xx_and_touch_nothing(hub: Hub) -> None:
     folder = hub.config_path.parent
     outside = [Path("/etc/passwd"), folder.parent]
     before = tree(folder)
+    worker_log_before = (hub.log_path / "a.log").read_text(errors="replace")
     before_outside = {p: p.stat().st_mtime_ns for p in outside}
     statuses: dict[int, int] = {}
     tried = 0
@@ -130,7 +145,11 @@ def test_hostile_model_names_get_4xx_and_touch_nothing(hub: Hub) -> None:
     # Only the hub's own log and output may have grown; nothing else moved.
     after = tree(folder)
     changed = {p for p in set(before) | set(after) if before.get(p) != after.get(p)}
-    assert changed <= {str(hub.log_path / "hub.log"), str(folder / "serve.out")}, changed
+    worker_log_now = (hub.log_path / "a.log").read_text(errors="replace")
+    assert changed <= {str(hub.log_path / "hub.log"), str(folder / "serve.out")}, (
+        changed,
+        worker_log_now[len(worker_log_before) :][-2000:],
+    )
     assert {p: p.stat().st_mtime_ns for p in outside} == before_outside
     assert asyncio.run(hub.model("a"))["memory_state"] == "loaded"
     figure(
