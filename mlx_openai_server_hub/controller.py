@@ -29,7 +29,7 @@ from .launcher import Launcher
 from .loading import NO_RETRY, Loading
 from .metrics import HubMetrics
 from .model_state import Change, ChangeSignal, ModelSnapshot, Target, WhileWaiting
-from .ports import PortLeases
+from .ports import Lessee, PortLeases
 from .request_queue import QueueLimits, RequestQueue, Ticket, limits_from
 from .runtime_state import WorkerRecord
 from .standby import Standby, StandbyContext, Turn
@@ -49,12 +49,15 @@ logger = logging.getLogger("mlx_hub.controller")
 
 
 class Admission(Protocol):
-    """The supervisor's cross-model policy, asked before each load."""
+    """The supervisor's cross-model policy, asked before each load and told when it is ready."""
 
     def admit(
         self, model: ModelController, deadline: float
     ) -> contextlib.AbstractAsyncContextManager[None]:
         """Hold while `model` moves to LOADING: room has been made for it."""
+
+    async def ready(self, model: ModelController) -> None:
+        """`model`'s worker is ready, about to be LOADED: its footprint is measured now."""
 
 
 @attrs.frozen
@@ -84,6 +87,7 @@ class ModelController(Loading):
         self._memory = MemoryState.UNLOADED
         self._worker: WorkerProcess | None = None
         self._port: int | None = None
+        self._lessee = Lessee(config.name)  # its own: a successor may share the name
         self._started_at: float | None = None
         self._stopped_at: float | None = None
         self._exit_code: int | None = None
@@ -208,7 +212,7 @@ class ModelController(Loading):
         if self._process == ProcessState.STOPPING:
             await self._wait(lambda: self._process != ProcessState.STOPPING)
         if self._process in (ProcessState.STOPPED, ProcessState.FAILED):
-            self._port = self._s.ports.lease(self.name, self.worker_host, self.config.port)
+            self._port = self._s.ports.lease(self._lessee, self.worker_host, self.config.port)
             self._failed_loads, self._exit_code, self._memory_error = 0, None, None
             jit = self.config.jit_enabled
             self._move(process=ProcessState.RUNNING if jit else ProcessState.STARTING)
@@ -428,7 +432,7 @@ class ModelController(Loading):
             self._s.changed(self, Change.WORKER)
 
     def _release(self, final: ProcessState) -> None:
-        self._s.ports.release(self.name)
+        self._s.ports.release(self._lessee)
         self._port = None
         self._move(process=final)
 

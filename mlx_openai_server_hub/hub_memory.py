@@ -159,6 +159,20 @@ class HubMemory:
                 self.start_sampling(name, pgid, spawn)
                 self._sampled[name] = pgid
 
+    async def sample_now(self, name: str, pgid: int) -> None:
+        """Measure `name`'s worker group `pgid` at once (it has just become ready), so the
+        status and the next admission see its footprint before the next periodic sample."""
+        if not self._sampling(name, pgid):
+            return  # another worker holds that name's sampler (a reload's retiring model)
+        size = await self.ledger.measure(pgid)
+        # Stopped or replaced meanwhile: a late reading must not bring back a gone footprint.
+        if size is not None and self._sampling(name, pgid):
+            self.ledger.record(name, size)
+
+    def _sampling(self, name: str, pgid: int) -> bool:
+        task = self._samplers.get(name)
+        return self._sampled.get(name) == pgid and task is not None and not task.done()
+
     def stop_sampling(self, name: str) -> None:
         """`name`'s worker is gone: stop sampling it (its footprint becomes None)."""
         self._sampled.pop(name, None)

@@ -114,6 +114,7 @@ class Loading:
         try:
             worker = self._adopt_standby() or await self._spawn_worker()
             await worker.wait_ready(self._s.http(), self.config.startup_timeout)
+            await self._s.admission.ready(self)
         except asyncio.CancelledError:
             await self._discard_worker()
             self._move(memory=MemoryState.UNLOADED)
@@ -184,7 +185,7 @@ class Loading:
         await self._standby.stop()
 
     def _renew_port(self) -> int:
-        self._port = self._s.ports.renew(self.name, self.worker_host, self.config.port)
+        self._port = self._s.ports.renew(self._lessee, self.worker_host, self.config.port)
         return self._port
 
     async def _load_failed(self, exc: WorkerStartError | HubError) -> None:

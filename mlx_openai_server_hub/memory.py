@@ -345,11 +345,15 @@ class MemoryLedger:
         except OSError as exc:
             logger.warning("cannot write %s: %s", self.store.path, exc)
 
+    async def measure(self, pgid: int) -> int | None:
+        """One footprint reading of a worker group, in a thread (blocking syscalls)."""
+        return await asyncio.to_thread(self._sampler, pgid)
+
     async def run_sampler(self, name: str, pgid: int, interval: float = SAMPLE_INTERVAL) -> None:
         """Sample `name`'s worker group every `interval` s until it is gone or cancelled."""
         try:
             while True:
-                size = await asyncio.to_thread(self._sampler, pgid)
+                size = await self.measure(pgid)
                 if size is None:
                     return
                 self.record(name, size)

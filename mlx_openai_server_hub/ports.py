@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 
+import attrs
+
 from .errors import HubError
 
 MAX_PORT = 65535
@@ -22,48 +24,63 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
+@attrs.frozen(eq=False)
+class Lessee:
+    """Who holds a lease: one per model controller, equal only to itself.
+
+    Not the model's name: a model a reload is retiring and the one added back
+    under its name run side by side, each on a port of its own.
+    """
+
+    name: str  # for messages
+
+
 class PortLeases:
     """Hands out worker ports from `starting_port` upward, never the hub's own."""
 
     def __init__(self, starting_port: int, hub_port: int) -> None:
         self.starting_port = starting_port
         self.hub_port = hub_port
-        self._leases: dict[str, int] = {}
+        self._leases: dict[Lessee, int] = {}
 
-    def port_of(self, name: str) -> int | None:
-        """The port leased to `name`, if any."""
-        return self._leases.get(name)
+    def port_of(self, lessee: Lessee) -> int | None:
+        """The port leased to `lessee`, if any."""
+        return self._leases.get(lessee)
 
-    def lease(self, name: str, host: str, explicit: int | None = None) -> int:
-        """Lease a port to `name` (keeping an existing lease) and return it."""
-        current = self._leases.get(name)
+    def lease(self, lessee: Lessee, host: str, explicit: int | None = None) -> int:
+        """Lease a port to `lessee` (keeping an existing lease) and return it."""
+        current = self._leases.get(lessee)
         if current is not None and (explicit is None or explicit == current):
             return current
-        port = self._take_explicit(name, host, explicit) if explicit else self._scan(name, host)
-        self._leases[name] = port
+        port = self._take_explicit(lessee, host, explicit) if explicit else self._scan(lessee, host)
+        self._leases[lessee] = port
         return port
 
-    def release(self, name: str) -> None:
-        """Give `name`'s port back."""
-        self._leases.pop(name, None)
+    def release(self, lessee: Lessee) -> None:
+        """Give `lessee`'s port back."""
+        self._leases.pop(lessee, None)
 
-    def renew(self, name: str, host: str, explicit: int | None) -> int:
-        """Re-check `name`'s port before a worker binds it; move an auto port if taken."""
-        port = self.lease(name, host, explicit)
+    def renew(self, lessee: Lessee, host: str, explicit: int | None) -> int:
+        """Re-check `lessee`'s port before a worker binds it; move an auto port if taken."""
+        port = self.lease(lessee, host, explicit)
         if port_is_free(host, port):
             return port
         if explicit:
             raise HubError(
-                f"Model '{name}' port {port} is already in use on host '{host}'", status=503
+                f"Model '{lessee.name}' port {port} is already in use on host '{host}'",
+                status=503,
             )
-        self.release(name)
-        return self.lease(name, host)
+        self.release(lessee)
+        return self.lease(lessee, host)
 
-    def _taken(self, port: int, name: str) -> bool:
-        return port == self.hub_port or any(p == port for n, p in self._leases.items() if n != name)
+    def _taken(self, port: int, lessee: Lessee) -> bool:
+        return port == self.hub_port or any(
+            p == port for other, p in self._leases.items() if other is not lessee
+        )
 
-    def _take_explicit(self, name: str, host: str, port: int) -> int:
-        if self._taken(port, name):
+    def _take_explicit(self, lessee: Lessee, host: str, port: int) -> int:
+        name = lessee.name
+        if self._taken(port, lessee):
             raise HubError(
                 f"Model '{name}' port {port} conflicts with another model or the controller",
                 status=409,
@@ -74,12 +91,12 @@ class PortLeases:
             )
         return port
 
-    def _scan(self, name: str, host: str) -> int:
+    def _scan(self, lessee: Lessee, host: str) -> int:
         start = max(self.starting_port, 1024)
         for port in range(start, MAX_PORT + 1):
-            if not self._taken(port, name) and port_is_free(host, port):
+            if not self._taken(port, lessee) and port_is_free(host, port):
                 return port
         raise HubError(
-            f"Unable to find an available port for model '{name}' starting at {start}",
+            f"Unable to find an available port for model '{lessee.name}' starting at {start}",
             status=503,
         )

@@ -211,6 +211,12 @@ class Supervisor:
             with await self.memory.admit(model.name, deadline):
                 yield
 
+    async def ready(self, model: ModelController) -> None:
+        """Sample a freshly loaded worker before anyone sees it LOADED (status, admission)."""
+        record = model.worker_record()
+        if record is not None:
+            await self.memory.sample_now(model.name, record.pgid)
+
     @contextlib.asynccontextmanager
     async def _group_slot(self, model: ModelController, deadline: float) -> AsyncIterator[None]:
         """Hold the group's lock with a free slot for `model`.
@@ -394,14 +400,16 @@ class Supervisor:
             for snap in self.snapshots()
         ]
 
-    def worker_records(self) -> dict[str, WorkerRecord]:
-        """The live workers' process groups, for hub_runtime.json."""
-        records = {}
-        for model in self._registry:
-            record = model.worker_record()
-            if record is not None:
-                records[model.name] = record
-        return records
+    def _live_workers(self) -> list[tuple[ModelController, WorkerRecord]]:
+        """Every live worker's (or standby's) process group, with its controller."""
+        return [(m, r) for m in self._registry if (r := m.worker_record()) is not None]
+
+    def _runtime_key(self, model: ModelController, record: WorkerRecord) -> str:
+        """A worker's key in hub_runtime.json: its model's name, or for a model a reload
+        is retiring also its pid, since a model added back under that name runs too."""
+        if self._by_name.get(model.name) is model:
+            return model.name
+        return f"{model.name} (retiring, pid {record.pid})"
 
     # ------------------------------------------------------------- plumbing
 
@@ -422,10 +430,10 @@ class Supervisor:
         self._signal.notify()
         if change != Change.WORKER:
             return
-        records = self.worker_records()
-        self.memory.track({name: r.pgid for name, r in records.items()}, self._tasks.spawn)
+        records = self._live_workers()
+        self.memory.track({m.name: r.pgid for m, r in records}, self._tasks.spawn)
         if self._on_workers_changed is not None:
-            self._on_workers_changed(records)
+            self._on_workers_changed({self._runtime_key(m, r): r for m, r in records})
 
     async def _start_logged(self, model: ModelController) -> None:
         try:

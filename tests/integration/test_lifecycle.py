@@ -121,13 +121,18 @@ async def test_group_cap_evicts_the_least_recently_used_idle_model(hub_factory: 
 
 
 async def test_busy_model_is_not_evicted_and_the_wait_ends_in_429(hub_factory: HubFactory):
+    # b's queue_timeout bounds both its wait for the slot (it must end while a is still
+    # busy: a's request outlasts it by 3 s) and, at the end, evicting a and spawning b's
+    # worker (which takes over 1 s on a loaded 2-core machine): 3 s of margin each way.
+    queue_timeout = 3
     models = [
         fake_model("a", jit_enabled=True, default=True, group="g"),
-        fake_model("b", jit_enabled=True, default=True, group="g", queue_timeout=1),
+        fake_model("b", jit_enabled=True, default=True, group="g", queue_timeout=queue_timeout),
     ]
     hub = hub_factory(models, groups=[{"name": "g", "max_loaded": 1}])
     await hub.wait_for("b", lambda m: m["process_state"] == "running")
-    long_stream = asyncio.create_task(post_json(hub, chat("a", stream=False, fake_delay=3)))
+    busy_for = 2 * queue_timeout
+    long_stream = asyncio.create_task(post_json(hub, chat("a", stream=False, fake_delay=busy_for)))
     await hub.wait_for("a", lambda m: m["in_flight"] == 1)
     status, body = await post_json(hub, chat("b"))
     assert status == 429

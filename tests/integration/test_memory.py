@@ -120,6 +120,27 @@ async def test_sampled_footprint_is_the_workers_resident_memory(hub_factory: Hub
     assert (await hub.status())["memory"]["used_bytes"] >= held * MB
 
 
+@pytest.mark.parametrize("how", ["load call", "first request"])
+async def test_the_footprint_is_in_status_as_soon_as_the_load_returns(
+    hub_factory: HubFactory, how: str
+):
+    # The periodic sampler last read the worker at spawn, before it held anything: only
+    # a sample taken when it became ready can show the block in the very next status.
+    held = 150
+    hub = hub_factory([jit("m", env={"FAKE_HOLD_MB": str(held)})])
+    await started(hub, "m")
+    if how == "load call":
+        code, body = await hub.post("/hub/models/m/load")
+    else:
+        code, body = await post_json(hub, chat("m"))
+    assert code == 200, body
+    full = await hub.status()
+    meta = next(m["metadata"] for m in full["models"] if m["id"] == "m")
+    assert meta["memory_state"] == "loaded"
+    assert (meta["memory_bytes"] or 0) >= held * MB, meta
+    assert full["memory"]["used_bytes"] >= held * MB
+
+
 async def test_needs_are_estimated_from_a_local_folder_and_the_hf_cache(
     hub_factory: HubFactory, tmp_path
 ):
