@@ -163,10 +163,21 @@ def download(request: DownloadRequest, events: _Events, cancel: threading.Event)
     )
 
 
+def _take_stdout() -> TextIO:
+    """stdout for the events alone: anything else printed there goes to stderr instead.
+
+    A stray line from a library (a print, a progress bar) would otherwise be read by
+    the hub as a broken event.
+    """
+    events = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    return events
+
+
 def main() -> int:
     """Read the request, download, report; exit 0 on success, 1 on a reported error."""
     cancel = threading.Event()
-    events = _Events(sys.stdout)
+    events = _Events(_take_stdout())
     request = cattrs.structure(json.loads(sys.stdin.buffer.readline()), DownloadRequest)
     _stop_on_hangup_or_term(cancel)
     with contextlib.suppress(OSError):

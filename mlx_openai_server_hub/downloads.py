@@ -219,7 +219,11 @@ class _DownloadChild:
     async def _follow(self, proc: asyncio.subprocess.Process, progress: DownloadProgress) -> Path:
         assert proc.stdout is not None
         while line := await proc.stdout.readline():
-            event = json.loads(line)
+            try:
+                event = json.loads(line)
+            except ValueError:  # not one of ours (the child sends library output to stderr)
+                log.warning("download %s: %r", self.request.repo_id, line[:200])
+                continue
             if event["event"] == "done":
                 return Path(event["path"])
             if event["event"] == "error":

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -130,3 +131,20 @@ async def test_stops_mid_file_when_told_or_when_the_hub_is_gone(
         "message": f"download of {REPO} was stopped; the next try resumes",
     }
     assert proc.returncode == 1 and took < 3
+
+
+def test_only_events_reach_stdout() -> None:
+    """A library's print in the child goes to stderr, not into the hub's event stream."""
+    script = (
+        "from mlx_openai_server_hub.download_process import _Events, _take_stdout\n"
+        "events = _Events(_take_stdout())\n"
+        "print('a stray line', flush=True)\n"
+        "events.emit('done', path='/x')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert [json.loads(line) for line in done.stdout.splitlines()] == [
+        {"event": "done", "path": "/x"}
+    ]
+    assert "a stray line" in done.stderr

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from mlx_openai_server_hub import hf_cache
-from mlx_openai_server_hub.downloads import DownloadManager, DownloadState
+from mlx_openai_server_hub.download_process import DownloadRequest
+from mlx_openai_server_hub.downloads import (
+    DownloadManager,
+    DownloadProgress,
+    DownloadState,
+    _DownloadChild,
+)
 from mlx_openai_server_hub.hf_fetch import DownloadError
 from tests.fake_hf import CHUNK, DEFAULT_TOKEN, FakeHub, make_repo, start
 
@@ -189,3 +197,18 @@ async def test_close_cancels_a_running_download(fake_hub: FakeHub) -> None:
     await asyncio.wait_for(mgr.close(), 5)
     fake_hub.gate.set()
     assert progress.state is DownloadState.FAILED and progress.error_kind == "cancelled"
+
+
+async def test_a_stray_line_from_the_child_does_not_break_the_download(tmp_path: Path) -> None:
+    """The hub reads the child's events past a line that is not one (and still finishes)."""
+    listing = {"event": "listing", "commit": "c0", "files_total": 1, "bytes_total": 5}
+    listing |= {"files_done": 0, "bytes_done": 0}
+    lines = ["not json", json.dumps(listing), json.dumps({"event": "done", "path": "/snap"})]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", f"print({chr(10).join(lines)!r})", stdout=asyncio.subprocess.PIPE
+    )
+    child = _DownloadChild(DownloadRequest("org/m", None, "http://127.0.0.1:9", str(tmp_path)), {})
+    progress = DownloadProgress("org/m", "main")
+    assert await child._follow(proc, progress) == Path("/snap")
+    assert (progress.commit, progress.files_total, progress.bytes_total) == ("c0", 1, 5)
+    await proc.wait()
