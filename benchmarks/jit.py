@@ -17,6 +17,7 @@ from typing import Any
 
 import psutil
 
+from mlx_openai_server_hub.worker_shim import SECRET_ENV, SECRET_HEADER
 from tests.support.hubs import free_port
 
 from .core import Bench
@@ -56,6 +57,9 @@ async def _direct_spawn(
     argv = list(argv)
     argv[argv.index("--port") + 1] = str(port)
     base = f"http://127.0.0.1:{port}"
+    secret = env.get(SECRET_ENV)
+    if secret:  # the hub's guarded worker command: it answers that secret only
+        bench.client.headers_for[port] = f"{SECRET_HEADER}: {secret}\r\n"
     start = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(
         *argv,
@@ -78,6 +82,7 @@ async def _direct_spawn(
             raise RuntimeError(f"direct first answer: {answer.status} {answer.body!r}")
         return ready_s, answer.headers_s
     finally:
+        bench.client.headers_for.pop(port, None)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         await proc.wait()

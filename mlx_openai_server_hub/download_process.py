@@ -6,14 +6,7 @@ serving requests (the proxy's added p99 went from 1.7 to 15.7 ms during a loopba
 download). A child has its own interpreter, runs at a lower CPU priority, and is stopped
 as a process group like a worker.
 
-Protocol (`downloads.py` is the other side):
-
-- stdin: one JSON line, a `DownloadRequest`. The hub then keeps stdin open; end of file
-  means the hub is gone, and the download stops (no orphan downloads, on any OS).
-- SIGTERM stops it too: in-flight files are abandoned (huggingface_hub removes their
-  temporary files), finished files stay in the cache, so the next try resumes.
-- stdout: one JSON object per line, `{"event": ...}`: `listing`, `start`, `bytes`,
-  `file_done`, then exactly one of `done` or `error`.
+The protocol, and the request it reads, are in `download_protocol`.
 """
 
 from __future__ import annotations
@@ -28,12 +21,11 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, TextIO
 
-import attrs
-import cattrs
+from huggingface_hub import constants, get_token
 
+from .download_protocol import DownloadError, DownloadRequest, decode_request
 from .hf_cache import repo_cache_dir
 from .hf_fetch import (
-    DownloadError,
     HubSettings,
     RepoListing,
     cached_files,
@@ -43,40 +35,10 @@ from .hf_fetch import (
     write_ref,
 )
 
-# huggingface_hub reads the body in 10 MiB chunks and reports each chunk only
-# once it is full, so a file under 10 MiB shows no progress until it is done
-# and a slow link shows none for minutes. Smaller chunks make progress real.
-READ_CHUNK_BYTES = 256 * 1024
-# Downloads are background work: running workers and the hub come first for the CPU.
-NICENESS = 10
 # How often the main thread wakes to notice a cancel while files transfer, and how
 # long the other files get to stop (a read stalled on the network never returns).
 _POLL_S = 0.2
 _UNWIND_S = 1.0
-
-
-@attrs.frozen
-class DownloadRequest:
-    """What the hub asks the child to fetch, and how."""
-
-    repo_id: str
-    revision: str | None
-    endpoint: str
-    cache_dir: str
-    token: str | None = attrs.field(default=None, repr=False)  # never printed
-    parallel_files: int = 4
-    read_chunk_bytes: int = READ_CHUNK_BYTES
-    niceness: int = NICENESS
-
-    @property
-    def settings(self) -> HubSettings:
-        """The Hub settings the fetch functions take."""
-        return HubSettings(self.endpoint, Path(self.cache_dir), self.token)
-
-
-def encode_request(request: DownloadRequest) -> bytes:
-    """The stdin line the hub writes."""
-    return json.dumps(cattrs.unstructure(request)).encode() + b"\n"
 
 
 class _Events:
@@ -111,6 +73,7 @@ def _fetch_files(
     listing: RepoListing,
     names: list[str],
     request: DownloadRequest,
+    settings: HubSettings,
     events: _Events,
     cancel: threading.Event,
 ) -> None:
@@ -123,7 +86,7 @@ def _fetch_files(
         events.emit("bytes", file=name, n=n)
 
     def one(name: str) -> None:
-        fetch_file(listing, name, request.settings, on_start, on_bytes, cancel)
+        fetch_file(listing, name, settings, on_start, on_bytes, cancel)
         events.emit("file_done", file=name)
 
     pool = ThreadPoolExecutor(request.parallel_files, thread_name_prefix="fetch")
@@ -143,10 +106,12 @@ def _fetch_files(
         wait(pending, _UNWIND_S)  # ...and one stalled in a read is left to `os._exit`
 
 
-def download(request: DownloadRequest, events: _Events, cancel: threading.Event) -> Path:
+def download(
+    request: DownloadRequest, settings: HubSettings, events: _Events, cancel: threading.Event
+) -> Path:
     """List the snapshot, fetch what the cache lacks, point the ref at it; return its path."""
-    listing = list_remote(request.repo_id, request.revision, request.settings)
-    have = cached_files(listing, request.settings.cache_dir)
+    listing = list_remote(request.repo_id, request.revision, settings)
+    have = cached_files(listing, settings.cache_dir)
     events.emit(
         "listing",
         commit=listing.commit,
@@ -156,11 +121,9 @@ def download(request: DownloadRequest, events: _Events, cancel: threading.Event)
         bytes_done=sum(f.size or 0 for f in listing.files if f.name in have),
     )
     todo = [f.name for f in listing.files if f.name not in have]
-    _fetch_files(listing, todo, request, events, cancel)
-    write_ref(listing, request.settings.cache_dir)
-    return (
-        repo_cache_dir(listing.repo_id, request.settings.cache_dir) / "snapshots" / listing.commit
-    )
+    _fetch_files(listing, todo, request, settings, events, cancel)
+    write_ref(listing, settings.cache_dir)
+    return repo_cache_dir(listing.repo_id, settings.cache_dir) / "snapshots" / listing.commit
 
 
 def _take_stdout() -> TextIO:
@@ -178,17 +141,16 @@ def main() -> int:
     """Read the request, download, report; exit 0 on success, 1 on a reported error."""
     cancel = threading.Event()
     events = _Events(_take_stdout())
-    request = cattrs.structure(json.loads(sys.stdin.buffer.readline()), DownloadRequest)
+    request = decode_request(sys.stdin.buffer.readline())
     _stop_on_hangup_or_term(cancel)
     with contextlib.suppress(OSError):
         os.nice(request.niceness)
-    from huggingface_hub import constants
-
     constants.DOWNLOAD_CHUNK_SIZE = request.read_chunk_bytes  # read by the library per call
+    settings = HubSettings(request.endpoint, Path(request.cache_dir), get_token())
     try:
-        path = download(request, events, cancel)
+        path = download(request, settings, events, cancel)
     except Exception as exc:  # every failure becomes an error the hub can show
-        err = classify(exc, request.repo_id, request.settings, request.token is not None)
+        err = classify(exc, request.repo_id, settings, settings.token is not None)
         events.emit("error", kind=err.kind, message=err.message)
         return 1
     events.emit("done", path=str(path))

@@ -23,11 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from huggingface_hub import get_token
 
 from . import hf_cache
-from .download_process import READ_CHUNK_BYTES, DownloadRequest, encode_request
-from .hf_fetch import DownloadError, HubSettings
+from .download_protocol import READ_CHUNK_BYTES, DownloadError, DownloadRequest, encode_request
 from .process_group import die_with_parent_preexec, terminate_group
 
 log = logging.getLogger(__name__)
@@ -142,12 +140,6 @@ class DownloadProgress:
 
 
 Env = Mapping[str, str] | None
-
-
-def current_settings(env: Env = None) -> HubSettings:
-    """Endpoint, cache and token as the environment (plus a model's `env`) says right now."""
-    token = (env or {}).get("HF_TOKEN") or get_token()
-    return HubSettings(hf_cache.hub_endpoint(env), hf_cache.hub_cache_dir(env), token)
 
 
 def offline_error(
@@ -371,16 +363,14 @@ class DownloadManager:
 
     async def _run(self, job: _Job, revision: str | None, name: str | None) -> Path:
         progress = job.progress
-        settings = current_settings(job.env)
         try:
             if hf_cache.hub_offline(job.env):
                 return self._offline_result(job, name)
             request = DownloadRequest(
                 progress.repo_id,
                 revision,
-                settings.endpoint,
-                str(settings.cache_dir),
-                settings.token,
+                hf_cache.hub_endpoint(job.env),
+                str(hf_cache.hub_cache_dir(job.env)),
                 self._parallel,
                 self._read_chunk,
             )

@@ -25,7 +25,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from .errors import HubError
+from .download_protocol import DownloadError
 from .hf_cache import DEFAULT_REVISION, repo_cache_dir
 
 # Called from download threads with (file name, bytes just received); a
@@ -37,25 +37,6 @@ FileStart = Callable[[str, int | None, int], None]
 # Progress is reported at most this often per file (plus once at the end), so
 # a fast download does not flood the hub's event loop with progress lines.
 REPORT_INTERVAL_S = 0.1
-
-_STATUS_OF_KIND = {
-    "offline": 503,
-    "not_found": 404,
-    "revision_not_found": 404,
-    "gated": 403,
-    "network": 502,
-    "disk_full": 507,
-    "cancelled": 503,
-    "failed": 502,
-}
-
-
-class DownloadError(HubError):
-    """A download that cannot finish, with a `kind` scripts and the page can use."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message, status=_STATUS_OF_KIND.get(kind, 502))
-        self.kind = kind
 
 
 class DownloadCancelled(Exception):

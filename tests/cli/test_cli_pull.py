@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from mlx_openai_server_hub import hf_cache
-from mlx_openai_server_hub.download_process import READ_CHUNK_BYTES
+from mlx_openai_server_hub.download_protocol import READ_CHUNK_BYTES
 from mlx_openai_server_hub.pull import EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_OFFLINE, EXIT_USAGE
 from tests.cli import REPO as SOURCE_TREE
 from tests.cli import cli_env, run_cli

@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 import pytest
 
-from mlx_openai_server_hub.download_process import NICENESS, DownloadRequest, encode_request
+from mlx_openai_server_hub.download_protocol import NICENESS, DownloadRequest, encode_request
 from tests.fake_hf import CHUNK, FakeHub, make_repo, start
 
 REPO = "fake-org/child-model"

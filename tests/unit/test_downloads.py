@@ -11,14 +11,13 @@ from pathlib import Path
 import pytest
 
 from mlx_openai_server_hub import hf_cache
-from mlx_openai_server_hub.download_process import DownloadRequest
+from mlx_openai_server_hub.download_protocol import DownloadError, DownloadRequest
 from mlx_openai_server_hub.downloads import (
     DownloadManager,
     DownloadProgress,
     DownloadState,
     _DownloadChild,
 )
-from mlx_openai_server_hub.hf_fetch import DownloadError
 from tests.fake_hf import CHUNK, DEFAULT_TOKEN, FakeHub, make_repo, start
 
 REPO = "fake-org/tiny-model"

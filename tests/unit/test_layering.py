@@ -94,3 +94,11 @@ def test_the_download_child_starts_without_the_web_server() -> None:
     probe = "import sys, mlx_openai_server_hub.download_process; print('aiohttp' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_hub_process_does_not_import_huggingface_hub() -> None:
+    # Downloads run in a child: huggingface_hub (and httpx under it) would cost the hub
+    # about 10 MB of resident memory and 0.2 s of start-up for nothing.
+    probe = "import sys, mlx_openai_server_hub.app; print('huggingface_hub' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
