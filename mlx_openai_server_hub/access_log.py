@@ -115,21 +115,32 @@ def usage_from_json(data: bytes) -> Usage | None:
 class StreamTail:
     """Keeps the end of a stream as it passes, to read the usage once it is over."""
 
-    __slots__ = ("_tail", "bytes")
+    __slots__ = ("_kept", "_parts", "bytes")
 
     def __init__(self) -> None:
-        self._tail = b""
+        self._parts: list[bytes] = []
+        self._kept = 0
         self.bytes = 0
 
     def feed(self, chunk: bytes) -> None:
-        """Called for every chunk relayed: a length sum and a bounded copy."""
+        """Called for every chunk relayed: a length sum and a bounded list of chunks.
+
+        The kept chunks are joined and cut only once they reach twice the tail's
+        size, so a 20,000-chunk stream is not copied 16 KB per chunk.
+        """
         self.bytes += len(chunk)
-        tail = self._tail + chunk
-        self._tail = tail[-STREAM_TAIL_BYTES:] if len(tail) > STREAM_TAIL_BYTES else tail
+        self._parts.append(chunk)
+        self._kept += len(chunk)
+        if self._kept > 2 * STREAM_TAIL_BYTES:
+            tail = self._tail()
+            self._parts, self._kept = [tail], len(tail)
+
+    def _tail(self) -> bytes:
+        return b"".join(self._parts)[-STREAM_TAIL_BYTES:]
 
     def usage(self) -> Usage | None:
         """The usage of the last `data:` event(s) before `[DONE]`, if any carries one."""
-        tail = self._tail
+        tail = self._tail()
         done = tail.rfind(b"data: [DONE]")
         if done >= 0:
             tail = tail[:done]
