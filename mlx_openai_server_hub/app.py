@@ -30,6 +30,7 @@ from .auth import (
     load_or_create_token,
     local_names,
 )
+from .bodies import MAX_BODY_BYTES
 from .config import HubConfig, load_config
 from .contract import TokenError
 from .control_api import SHUTDOWN_EVENT_KEY, setup_control_api
@@ -39,7 +40,7 @@ from .errors import HubError, error_response
 from .keys import AUTH_KEY, SUPERVISOR_KEY
 from .logs import LogFiles, setup_hub_logging
 from .logs_api import setup_logs_api
-from .proxy import MAX_BODY_BYTES, setup_proxy
+from .proxy import setup_proxy
 from .runtime_state import (
     RuntimeState,
     WorkerRecord,
@@ -160,7 +161,9 @@ def build_app(
     exit up.
     """
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware], client_max_size=MAX_BODY_BYTES
+        middlewares=[error_middleware, auth_middleware],
+        client_max_size=MAX_BODY_BYTES,
+        handler_args={"auto_decompress": False},  # bodies.read_body decodes (see why there)
     )
     app[SUPERVISOR_KEY] = supervisor
     app[AUTH_KEY] = auth

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .bodies import parse_json_object, read_within_idle_timeout
+from .bodies import parse_json_object, read_body
 from .errors import HubError
 from .keys import SUPERVISOR_KEY
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -148,7 +148,7 @@ async def _ignore_body(request: web.Request) -> None:
     """Bodies are optional here, but if one is sent it must be a JSON object."""
     if not request.can_read_body:
         return
-    raw = await read_within_idle_timeout(request, request.read())
+    raw = await read_body(request)
     if not raw.strip():
         return
     parse_json_object(raw, "Request body must be a JSON object (or empty)")

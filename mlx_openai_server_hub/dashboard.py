@@ -27,7 +27,7 @@ import jinja2
 from aiohttp import web
 
 from .auth import SESSION_COOKIE, bearer_of
-from .bodies import read_within_idle_timeout
+from .bodies import read_within_idle_timeout, require_plain_body
 from .errors import error_response
 from .keys import AUTH_KEY, SUPERVISOR_KEY
 
@@ -161,6 +161,7 @@ async def login_form(request: web.Request) -> web.Response:
         return error_response(DISABLED_MESSAGE, 404)
     if request.content_length is not None and request.content_length > LOGIN_MAX_BYTES:
         raise web.HTTPRequestEntityTooLarge(LOGIN_MAX_BYTES, request.content_length)
+    require_plain_body(request, "The login form")
     # A clone with a small client_max_size stops reading a chunked body at the cap.
     capped = request.clone(client_max_size=LOGIN_MAX_BYTES)
     try:

@@ -21,7 +21,13 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from .access_log import REQUEST_ID_HEADER, access_record, usage_from_json
-from .bodies import parse_json_object, read_within_idle_timeout
+from .bodies import (
+    MAX_BODY_BYTES,
+    parse_json_object,
+    read_body,
+    read_within_idle_timeout,
+    require_plain_body,
+)
 from .errors import HubError, error_body
 from .keys import SUPERVISOR_KEY
 from .model_state import Target, WhileWaiting
@@ -30,7 +36,6 @@ from .worker_shim import SECRET_HEADER, worker_headers
 
 logger = logging.getLogger("mlx_hub.proxy")
 
-MAX_BODY_BYTES = 100 * 1024 * 1024
 HEARTBEAT_SECONDS = 2.0
 CONNECT_TIMEOUT_SECONDS = 10.0
 WORKER_STATS_TIMEOUT = aiohttp.ClientTimeout(total=2.0)
@@ -101,7 +106,7 @@ async def _upstream_session(app: web.Application) -> Any:
 
 async def proxy_json(request: web.Request) -> web.StreamResponse:
     """A JSON body with a `model` field (chat, completions, embeddings, ...)."""
-    raw = await read_within_idle_timeout(request, request.read())
+    raw = await read_body(request)
     payload = parse_json_object(raw, "Request body must be a JSON object")
     name = _required_model(payload.get("model"))
 
@@ -119,6 +124,7 @@ async def proxy_multipart(request: web.Request) -> web.StreamResponse:
     """A multipart form with a `model` field (transcriptions, image edits)."""
     if not request.content_type.startswith("multipart/"):
         raise HubError("This endpoint expects a multipart/form-data body", 400)
+    require_plain_body(request, "A multipart/form-data body")
     fields = await read_within_idle_timeout(request, _read_form(request))
     model_values = [value for key, value, _ in fields if key == "model"]
     name = _required_model(model_values[0] if model_values else None)
@@ -412,7 +418,7 @@ def _hop_headers(headers: CIMultiDictProxy[str]) -> frozenset[str]:
 
 
 def _forward_headers(request: web.Request) -> CIMultiDict[str]:
-    # Content-Encoding too: aiohttp decompressed the body and the hub sends it re-encoded.
+    # Content-Encoding too: the hub decoded the body (bodies.read_body) and sends it re-encoded.
     # And the worker secret's header: a client's own would replace the session's.
     drop = _hop_headers(request.headers) | {"content-encoding", _SECRET_HEADER}
     return CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in drop)

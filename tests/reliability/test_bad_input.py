@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gzip
 import http.client
 import json
 import os
 import socket
 import time
 import urllib.parse
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -350,3 +352,72 @@ def test_a_slow_but_live_body_is_not_cut(hub: Hub) -> None:
     assert elapsed > BODY_IDLE * 2  # longer in all than the idle timeout
     assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
     assert b"fake:/models/a:slow" in answer
+
+
+def _send_in_two_parts(hub: Hub, path: str, headers: dict[str, str], body: bytes) -> Any:
+    """The head, a pause, then the body: as a client on a real network often sends them.
+
+    Returns (status, decoded JSON answer).
+    """
+    lines = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{hub.port}", "Connection: close"]
+    lines += [f"{key}: {value}" for key, value in {**hub.auth, **headers}.items()]
+    lines.append(f"Content-Length: {len(body)}")
+    with socket.create_connection(("127.0.0.1", hub.port), timeout=10) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        time.sleep(0.2)  # the handler is running, waiting for the body
+        sock.sendall(body)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        return response.status, json.loads(response.read())
+
+
+CHAT_BODY = json.dumps({"model": "a", "messages": [{"role": "user", "content": "squeezed"}]})
+
+
+@pytest.mark.parametrize("path", [CHAT, "/hub/reload"])
+@pytest.mark.parametrize("coding", ["deflate", "gzip"])
+def test_a_body_that_does_not_decode_is_a_400_at_once(hub: Hub, path: str, coding: str) -> None:
+    """Not a 408 after the idle timeout: aiohttp's own decoder left such a handler waiting."""
+    t0 = time.monotonic()
+    status, answer = _send_in_two_parts(hub, path, {"Content-Encoding": coding}, b"{}")
+    assert status == 400, answer
+    assert f"not valid {coding}" in answer["error"]["message"]
+    assert time.monotonic() - t0 < BODY_IDLE  # answered, not timed out
+
+
+@pytest.mark.parametrize(
+    ("coding", "coded"),
+    [("gzip", gzip.compress(CHAT_BODY.encode())), ("deflate", zlib.compress(CHAT_BODY.encode()))],
+)
+def test_a_compressed_body_reaches_the_worker_decoded(hub: Hub, coding: str, coded: bytes) -> None:
+    headers = {"Content-Type": "application/json", "Content-Encoding": coding}
+    status, answer = _send_in_two_parts(hub, CHAT, headers, coded)
+    assert status == 200, answer
+    assert answer["choices"][0]["message"]["content"] == "fake:/models/a:squeezed"
+
+
+def test_a_body_inflating_past_100_mb_is_a_413(hub: Hub) -> None:
+    bomb = gzip.compress(b" " * (100 * 1024 * 1024 + 1), compresslevel=1)
+    status, answer = _send_in_two_parts(hub, CHAT, {"Content-Encoding": "gzip"}, bomb)
+    assert status == 413, answer
+    assert "once decoded" in answer["error"]["message"]
+    assert asyncio.run(hub.model("a"))["in_flight"] == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [
+        (CHAT, {"Content-Encoding": "br"}),
+        (CHAT, {"Content-Encoding": "gzip, x-bogus"}),
+        (
+            "/v1/audio/transcriptions",
+            {"Content-Encoding": "gzip", "Content-Type": "multipart/form-data; boundary=b"},
+        ),
+    ],
+)
+def test_an_encoding_the_hub_does_not_decode_is_a_415(
+    hub: Hub, path: str, headers: dict[str, str]
+) -> None:
+    status, answer = _send_in_two_parts(hub, path, headers, gzip.compress(b"--b--\r\n"))
+    assert status == 415, answer
+    assert answer["error"]["code"] == "415" and "Content-Encoding" in answer["error"]["message"]

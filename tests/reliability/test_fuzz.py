@@ -147,8 +147,7 @@ def check_answer(method: str, path: str, status: int, headers: dict[str, str], b
         return
     if status == 400 and "x-parser" in headers:
         # aiohttp's HTTP parser refused the message before any route saw it (a header
-        # value with control characters, a Content-Encoding it cannot decode such as br
-        # without the Brotli package): plain text, and the connection is closed.
+        # value with control characters): plain text, and the connection is closed.
         STATS["parser 400"] += 1
         return
     if headers.get("content-type", "").startswith("text/html"):
