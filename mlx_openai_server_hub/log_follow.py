@@ -152,8 +152,8 @@ async def follow_lines(
             data = await asyncio.to_thread(follower.read_new)
             if data:
                 quiet_since = loop.time()
-                for line in splitter.feed(data):
-                    yield line
+                for text in splitter.feed(data):
+                    yield text
                 continue
             if heartbeat is not None and loop.time() - quiet_since >= heartbeat:
                 quiet_since = loop.time()
